@@ -1,0 +1,287 @@
+"""What the seven streams share: auth, requests, retries, the window walk and the record path."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from importlib.metadata import version
+
+import backoff
+import msgspec
+import requests
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import APIKeyAuthenticator
+from singer_sdk.exceptions import RetriableAPIError
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.streams.rest import HTTPRequest, PageContext
+from typing_extensions import override
+
+from tap_analytics.errors import APIRequestError, RetriesExhaustedError, redactor
+from tap_analytics.pagination import Envelope, KeysetPaginator, WindowCursor, decode_envelope
+from tap_analytics.ratelimit import retry_after_seconds
+from tap_analytics.records import RecordConformer
+from tap_analytics.scheduler import Page, PageScheduler, StreamReader
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from backoff.types import Details
+    from singer_sdk.helpers.types import Context
+
+    from tap_analytics.stats import StreamStats
+
+#: Where to resume after a crash: a STATE message follows every this many pages.
+STATE_EVERY_PAGES = 1
+
+
+def api_instant(value: datetime) -> str:
+    """An instant as the API's time filters take it: UTC, whole seconds, `Z`."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AnalyticsStream(RESTStream[WindowCursor]):
+    """A list endpoint of the Analytics API, read incrementally on `updated_at`."""
+
+    primary_keys: t.ClassVar[list[str]] = ["id"]
+    replication_key = "updated_at"
+    is_sorted = True
+    records_jsonpath = "$.data[*]"
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._thread_local = threading.local()
+        #: Set by the tap when it syncs all streams, so that their pages are fetched together.
+        self.reader: StreamReader | None = None
+
+    @property
+    @override
+    def url_base(self) -> str:
+        return str(self.config["api_url"]).rstrip("/")
+
+    @cached_property
+    @override
+    def authenticator(self) -> APIKeyAuthenticator:
+        in_header = self.config.get("api_key_location") == "header"
+        return APIKeyAuthenticator(
+            key="X-API-Key" if in_header else "api_key",
+            value=self.config["api_key"],
+            location="header" if in_header else "params",
+        )
+
+    @cached_property
+    @override
+    def user_agent(self) -> str:
+        return self.config.get("user_agent") or f"tap-analytics/{version('tap-analytics')}"
+
+    @property
+    @override
+    def requests_session(self) -> requests.Session:
+        # One session per worker thread: requests does not promise that a Session is
+        # thread-safe, and each keeps its own keep-alive connection.
+        session = getattr(self._thread_local, "session", None)
+        if session is None:
+            session = self._thread_local.session = requests.Session()
+        return session
+
+    @property
+    @override
+    def timeout(self) -> float:  # type: ignore[override]
+        return float(self.config.get("request_timeout", 30))
+
+    @property
+    def page_size(self) -> int:
+        """Records per request: at least 2, as the window walk overlaps pages by one record."""
+        return max(2, int(self.config.get("page_size", 100)))
+
+    @cached_property
+    def stats(self) -> StreamStats:
+        """Counters for the run summary."""
+        from tap_analytics.stats import StreamStats
+
+        return StreamStats(self.name)
+
+    @cached_property
+    def conformer(self) -> RecordConformer:
+        """Conforms this stream's records to its schema, a page at a time."""
+        return RecordConformer(
+            self.name, self.schema, self.logger, strict=bool(self.config.get("strict", False))
+        )
+
+    @override
+    def get_url_params(
+        self, context: Context | None, next_page_token: WindowCursor | None
+    ) -> dict[str, t.Any]:
+        params: dict[str, t.Any] = {"limit": self.page_size}
+        # The window's upper end is always sent: records changed during the run stay out.
+        if next_page_token is not None:
+            params["offset"] = next_page_token.offset
+            if next_page_token.updated_since is not None:
+                params["updated_since"] = next_page_token.updated_since
+            params["updated_until"] = next_page_token.updated_until
+        if user_ids := self.config.get("user_ids"):
+            params["user_id"] = ",".join(user_ids)
+        return params
+
+    @override
+    def get_new_paginator(self) -> KeysetPaginator:
+        since, until = self.window()
+        return KeysetPaginator(since, until, self.page_size)
+
+    def window(self) -> tuple[str | None, str]:
+        """This run's window: from the bookmark (or `start_date`) up to when the run started."""
+        start = self.get_starting_timestamp(None)
+        return (api_instant(start) if start else None), api_instant(self._tap.run_started_at)
+
+    # Requests -----------------------------------------------------------------------------
+
+    def fetch_page(self, cursor: WindowCursor) -> Envelope:
+        """Fetch and decode one page, retrying transient failures; safe to call from threads."""
+        envelope, _ = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
+        self.stats.count_page()
+        return envelope
+
+    def server_time(self) -> datetime:
+        """The API's clock (its `Date` header), which stamps `updated_at`; ours if it has none.
+
+        Windows end at the server's time, not ours, so that a skewed local clock cannot put a
+        record changed during the run inside the window being read.
+        """
+        http_request = self.get_http_request(page=PageContext(None, None))
+        http_request.params["limit"] = 1
+        _, headers = self._fetch(http_request)
+        try:
+            return parsedate_to_datetime(headers["Date"])
+        except (KeyError, TypeError, ValueError):
+            return datetime.now(timezone.utc)
+
+    def _fetch(self, http_request: HTTPRequest) -> tuple[Envelope, t.Mapping[str, str]]:
+        prepared = self.build_prepared_request(
+            method=http_request.method,
+            url=http_request.url,
+            params=http_request.encode_params(),
+            headers={**http_request.headers, "Accept-Encoding": "gzip"},
+        )
+        try:
+            return self._send_with_retries(prepared)
+        except (RetriableAPIError, requests.RequestException) as exc:
+            raise RetriesExhaustedError(self.name, self.backoff_max_tries(), str(exc)) from None
+
+    @cached_property
+    def _send_with_retries(
+        self,
+    ) -> t.Callable[[requests.PreparedRequest], tuple[Envelope, t.Mapping[str, str]]]:
+        return self.request_decorator(self._send)
+
+    def _send(self, prepared: requests.PreparedRequest) -> tuple[Envelope, t.Mapping[str, str]]:
+        self._tap.rate_limiter.wait()
+        self.stats.count_request()
+        try:
+            response = self.requests_session.send(prepared, timeout=self.timeout)
+        except requests.RequestException as exc:
+            # requests puts the full URL, query string and key included, into its messages.
+            raise type(exc)(redactor.redact(str(exc))) from None
+        self._tap.rate_limiter.observe(response.headers)
+        self.validate_response(response)
+        try:
+            return decode_envelope(response.content), response.headers
+        except msgspec.DecodeError:
+            msg = f"HTTP {response.status_code} with a malformed JSON body (cut off?)"
+            raise RetriableAPIError(msg, response) from None
+
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        if status == requests.codes.too_many_requests:
+            self._tap.rate_limiter.pause(retry_after_seconds(response.headers.get("Retry-After")))
+            raise RetriableAPIError("HTTP 429 rate_limited (Retry-After honoured)", response)
+        if status >= requests.codes.internal_server_error:
+            content_type = response.headers.get("Content-Type", "")
+            kind = "an HTML page from a proxy" if "html" in content_type else "a server error"
+            raise RetriableAPIError(f"HTTP {status} with {kind}", response)
+        if status >= requests.codes.bad_request:
+            raise APIRequestError.from_response(self.name, response)
+
+    @override
+    def backoff_wait_generator(self) -> t.Generator[float, None, None]:
+        return backoff.expo(base=2, factor=0.25, max_value=30)
+
+    @override
+    def backoff_max_tries(self) -> int:
+        return int(self.config.get("max_retries", 8)) + 1
+
+    @override
+    def backoff_handler(self, details: Details) -> None:
+        exc = details.get("exception")
+        self.stats.count_retry(exc)
+        self.logger.warning(
+            "stream %s: retrying in %.1f s after %s (attempt %d of %d)",
+            self.name,
+            details.get("wait", 0.0),
+            redactor.redact(str(exc)) or type(exc).__name__,
+            details.get("tries", 0),
+            self.backoff_max_tries(),
+        )
+
+    # Records ------------------------------------------------------------------------------
+
+    def pages(self) -> Iterator[Page]:
+        """This stream's pages in `updated_at` order, from the tap's shared scheduler if any."""
+        if self.reader is not None:
+            yield from self._counted(self.reader.pages())
+            return
+        with PageScheduler(self._tap.max_concurrency) as scheduler:
+            yield from self._counted(scheduler.open(self).pages())
+
+    def _counted(self, pages: Iterator[Page]) -> Iterator[Page]:
+        for page in pages:
+            yield page
+            self.stats.count_records(len(page.records), self.logger)
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        for page in self.pages():
+            yield from page.records
+
+    def _writes_pages_whole(self, write_messages: bool) -> bool:
+        """Whether nothing asks for per-record handling: no stream map, no deselected field."""
+        maps = self.stream_maps
+        return (
+            write_messages
+            and self.ABORT_AT_RECORD_COUNT is None
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == self.name
+            and all(self.mask.get(("properties", name), True) for name in self.schema["properties"])
+        )
+
+    @override
+    def _sync_records(
+        self, context: Context | None = None, *, write_messages: bool = True
+    ) -> t.Generator[dict, t.Any, t.Any]:
+        # The SDK's loop handles one record at a time: it re-walks the schema to conform each,
+        # builds a message object and flushes stdout for each. Pages are conformed once by the
+        # conformer and written with one encode and one flush, which is most of the tap's speed.
+        # Stream maps, deselected fields and dry-run limits still go through the SDK's loop.
+        if not self._writes_pages_whole(write_messages):
+            yield from super()._sync_records(context, write_messages=write_messages)
+            return
+        self._write_starting_replication_value(None)
+        state = self.stream_state
+        writer = self._tap.message_writer
+        with self.get_record_counter() as counter, self.get_sync_timer():
+            for number, page in enumerate(self.pages(), start=1):
+                writer.write_records(self.name, page.records)
+                counter.increment(len(page.records))
+                state["replication_key"] = self.replication_key
+                state["replication_key_value"] = page.bookmark
+                self.state_manager.is_flushed = False
+                if page.closes_slice or number % STATE_EVERY_PAGES == 0:
+                    self._write_state_message()
+        self._finalize_state(state)
+        self._write_state_message()
+        yield from ()

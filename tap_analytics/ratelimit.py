@@ -1,0 +1,73 @@
+"""One rate limiter shared by every worker of a run."""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+from email.utils import parsedate_to_datetime
+
+
+class RateLimiter:
+    """Pauses all workers after a 429 and paces requests on the X-RateLimit headers.
+
+    The API allows `X-RateLimit-Limit` requests per window and says how many are left
+    (`X-RateLimit-Remaining`) and when the window resets (`X-RateLimit-Reset`). Once fewer
+    requests are left than `reserve`, the limiter spreads the rest evenly over the time to the
+    reset, so that the tap slows down before it is refused instead of after.
+    """
+
+    def __init__(self, reserve: int) -> None:
+        self._reserve = max(1, reserve)
+        self._lock = threading.Lock()
+        self._next_slot = 0.0
+        self._spacing = 0.0
+        self.waited_seconds = 0.0
+
+    def wait(self) -> None:
+        """Block until this worker may send its next request."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self._spacing
+            delay = slot - now
+            self.waited_seconds += delay
+        if delay > 0:
+            time.sleep(delay)
+
+    def observe(self, headers: dict[str, str] | t.Any) -> None:
+        """Adjust the pace to what a response's rate-limit headers say."""
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        reset = _number(headers.get("X-RateLimit-Reset"))
+        if remaining is None or reset is None:
+            return
+        with self._lock:
+            if remaining > self._reserve:
+                self._spacing = 0.0
+            else:
+                self._spacing = reset / (remaining + 1)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every worker back for `seconds` (a 429's Retry-After)."""
+        with self._lock:
+            self._next_slot = max(self._next_slot, time.monotonic() + seconds)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
+    """Seconds a `Retry-After` header asks for; the HTTP-date form counts from now."""
+    seconds = _number(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
+    if value:
+        try:
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        except (TypeError, ValueError):
+            pass
+    return default
