@@ -1,0 +1,103 @@
+"""Running the tap as a real process, as users do, and reading what it printed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if t.TYPE_CHECKING:
+    from tap_analytics.sandbox import SandboxServer
+
+
+#: The console script, as users run it.
+TAP = str(Path(sys.executable).with_name("tap-analytics"))
+STREAMS = (
+    "users",
+    "media",
+    "stories",
+    "media_insights",
+    "story_insights",
+    "user_insights",
+    "user_lifetime_insights",
+)
+API_KEY = "sandbox-key"
+
+
+@dataclass
+class TapRun:
+    """What one run of the tap printed, with its Singer messages parsed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: list[dict[str, t.Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_output(cls, returncode: int, stdout: str, stderr: str) -> TapRun:
+        messages = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        return cls(returncode, stdout, stderr, messages)
+
+    def records(self, stream: str) -> list[dict[str, t.Any]]:
+        return [
+            message["record"]
+            for message in self.messages
+            if message["type"] == "RECORD" and message["stream"] == stream
+        ]
+
+    @property
+    def states(self) -> list[dict[str, t.Any]]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def last_state(self) -> dict[str, t.Any]:
+        return self.states[-1]
+
+
+def tap_command(config: dict[str, t.Any], tmp_path: Path, state: dict | None = None) -> list[str]:
+    """The command line that runs the tap with this config (and state), written to files."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    command = [TAP, "--config", str(config_file)]
+    if state is not None:
+        state_file = tmp_path / "state.json"
+        state_file.write_text(json.dumps(state))
+        command += ["--state", str(state_file)]
+    return command
+
+
+def run_tap(
+    config: dict[str, t.Any], tmp_path: Path, *args: str, state: dict | None = None
+) -> TapRun:
+    """Run the tap to the end and parse what it printed."""
+    done = subprocess.run(
+        [*tap_command(config, tmp_path, state), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if "--discover" in args or "--about" in args:
+        return TapRun(done.returncode, done.stdout, done.stderr)
+    return TapRun.from_output(done.returncode, done.stdout, done.stderr)
+
+
+def tap_config(server: SandboxServer, **settings: t.Any) -> dict[str, t.Any]:
+    """Settings pointing the tap at a sandbox."""
+    return {"api_key": API_KEY, "api_url": server.url, **settings}
+
+
+def ids(records: t.Iterable[dict[str, t.Any]]) -> set[str]:
+    return {record["id"] for record in records}
+
+
+def merged(runs: t.Iterable[TapRun], stream: str) -> dict[str, dict[str, t.Any]]:
+    """Records of several runs merged by id, the last one winning, as a target merges them."""
+    result: dict[str, dict[str, t.Any]] = {}
+    for run in runs:
+        for record in run.records(stream):
+            result[record["id"]] = record
+    return result
