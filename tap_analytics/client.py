@@ -207,6 +207,19 @@ class AnalyticsStream(RESTStream[WindowCursor]):
             raise APIRequestError.from_response(self.name, response)
 
     @override
+    def request_decorator(self, func: t.Callable) -> t.Callable:
+        # The SDK's decorator also hands backoff our logger, which then logs every retry a
+        # second time, with the decorated function's arguments; backoff_handler says it once.
+        return backoff.on_exception(
+            self.backoff_wait_generator,
+            (RetriableAPIError, requests.RequestException),
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )(func)
+
+    @override
     def backoff_wait_generator(self) -> t.Generator[float, None, None]:
         return backoff.expo(base=2, factor=0.25, max_value=30)
 

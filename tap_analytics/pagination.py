@@ -52,7 +52,7 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
     """
 
     def __init__(self, updated_since: str | None, updated_until: str, page_size: int) -> None:
-        if page_size < 2:  # noqa: PLR2004
+        if page_size < 2:
             raise ValueError("the walk needs pages of at least 2 records: one of them overlaps")
         super().__init__(WindowCursor(updated_since, updated_until, 0))
         self._page_size = page_size

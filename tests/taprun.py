@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import typing as t
@@ -70,11 +71,16 @@ def tap_command(config: dict[str, t.Any], tmp_path: Path, state: dict | None = N
 
 
 def run_tap(
-    config: dict[str, t.Any], tmp_path: Path, *args: str, state: dict | None = None
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    *args: str,
+    state: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> TapRun:
     """Run the tap to the end and parse what it printed."""
     done = subprocess.run(
         [*tap_command(config, tmp_path, state), *args],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
