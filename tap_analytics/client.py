@@ -103,7 +103,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         """Counters for the run summary."""
         from tap_analytics.stats import StreamStats
 
-        return StreamStats(self.name)
+        return StreamStats(self.name, float(self.config.get("progress_interval", 10)))
 
     @cached_property
     def conformer(self) -> RecordConformer:

@@ -13,9 +13,6 @@ from singer_sdk.exceptions import RetriableAPIError
 if t.TYPE_CHECKING:
     import logging
 
-#: Seconds between two progress lines of a stream.
-PROGRESS_EVERY_SECONDS = 10.0
-
 
 def retry_cause(exc: BaseException | None) -> str:
     """Classify a retried failure for the summary: rate_limited, server, network or malformed."""
@@ -30,8 +27,9 @@ def retry_cause(exc: BaseException | None) -> str:
 class StreamStats:
     """Counters of one stream, updated by the worker threads and the writer."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, progress_interval: float) -> None:
         self.stream = stream
+        self._progress_interval = progress_interval
         self.requests = 0
         self.pages = 0
         self.records = 0
@@ -80,7 +78,7 @@ class StreamStats:
         """Records written; logs a progress line when the last one is old enough."""
         self.records += count
         now = time.monotonic()
-        if now - self._last_progress < PROGRESS_EVERY_SECONDS:
+        if now - self._last_progress < self._progress_interval:
             return
         self._last_progress = now
         rate = self.records / max(self.seconds, 1e-9)

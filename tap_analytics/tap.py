@@ -157,6 +157,15 @@ class TapAnalytics(Tap):
             description="User-Agent header to send; defaults to tap-analytics/<version>.",
         ),
         th.Property(
+            "progress_interval",
+            th.NumberType(minimum=0),
+            default=10,
+            title="Progress interval",
+            description="Seconds between two progress lines of a stream (records and pages so "
+            "far, share of the API's total, rate, time left); short runs stay quiet. 0 logs "
+            "every page.",
+        ),
+        th.Property(
             "strict",
             th.BooleanType,
             default=False,

@@ -50,6 +50,7 @@ SETTINGS = {
     "max_concurrency",
     "user_agent",
     "strict",
+    "progress_interval",
 }
 
 
