@@ -54,13 +54,14 @@ class RecordConformer:
         for record in records:
             if not known.issuperset(record):
                 self._drop_unknown(record)
-            for name in timestamps:
+            for name in timestamps:  # inlined rfc3339(): this loop runs for every value
                 value = record.get(name)
-                if value is not None:
-                    record[name] = rfc3339(value)
-            for name in required:
-                if record.get(name) is None:
-                    self._report_null(record, name)
+                if value is not None and value[-5] in "+-":
+                    record[name] = f"{value[:-2]}:{value[-2:]}"
+            if None in map(record.get, required):
+                for name in required:
+                    if record.get(name) is None:
+                        self._report_null(record, name)
         return records
 
     def _drop_unknown(self, record: dict[str, t.Any]) -> None:
