@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from taprun import STREAMS, run_tap
+
+README = Path(__file__).parents[1] / "README.md"
 
 #: Every field of every resource, as the API reference lists it.
 REFERENCE_FIELDS = {
@@ -123,3 +126,11 @@ def test_a_wrong_setting_stops_the_tap_with_a_line_naming_it(
     errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
     assert any(named in line for line in errors), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_readme_documents_every_setting(tmp_path: Path) -> None:
+    run = run_tap({"api_key": "any"}, tmp_path, "--about", "--format", "json")
+    documented = set(re.findall(r"^\| `(\w+)` \|", README.read_text(), flags=re.MULTILINE))
+    own = set(json.loads(run.stdout)["settings"]["properties"]) & SETTINGS
+    assert own == SETTINGS
+    assert documented >= SETTINGS
