@@ -16,6 +16,11 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._compat import datetime_fromisoformat
 from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.capabilities import (
+    CapabilitiesEnum,
+    PluginCapabilities,
+    TapCapabilities,
+)
 from typing_extensions import override
 
 from tap_analytics import streams
@@ -78,6 +83,17 @@ class TapAnalytics(Tap):
 
     name = "tap-analytics"
     message_writer_class = PageWriter
+    # The SDK's defaults, less what an incremental-only tap that writes Singer messages
+    # does not do: ACTIVATE_VERSION (full-table only) and BATCH files.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.FLATTENING,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(
