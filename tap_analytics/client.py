@@ -192,14 +192,16 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         return self.request_decorator(self._send)
 
     def _send(self, prepared: requests.PreparedRequest) -> tuple[Envelope, t.Mapping[str, str]]:
-        self._tap.rate_limiter.wait()
+        limiter = self._tap.rate_limiter
+        limiter.acquire()
         self.stats.count_request()
         try:
             response = self.requests_session.send(prepared, timeout=self.timeout)
         except requests.RequestException as exc:
+            limiter.release(None)
             # requests puts the full URL, query string and key included, into its messages.
             raise type(exc)(redactor.redact(str(exc))) from None
-        self._tap.rate_limiter.observe(response.headers)
+        limiter.release(response.headers)
         self.validate_response(response)
         try:
             return decode_envelope(response.content), response.headers

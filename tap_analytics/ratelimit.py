@@ -12,9 +12,11 @@ class RateLimiter:
     """Pauses all workers after a 429 and paces requests on the X-RateLimit headers.
 
     The API allows `X-RateLimit-Limit` requests per window and says how many are left
-    (`X-RateLimit-Remaining`) and when the window resets (`X-RateLimit-Reset`). Once fewer
-    requests are left than `reserve`, the limiter spreads the rest evenly over the time to the
-    reset, so that the tap slows down before it is refused instead of after.
+    (`X-RateLimit-Remaining`) and when the window resets (`X-RateLimit-Reset`). Requests still
+    in flight will use up some of what is left, so the limiter counts them out: once fewer
+    requests are left than `reserve`, it spreads the rest evenly over the time to the reset,
+    and when none are left it holds every worker until the reset. The tap slows down before it
+    is refused instead of after.
     """
 
     def __init__(self, reserve: int) -> None:
@@ -22,30 +24,35 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._spacing = 0.0
+        self._in_flight = 0
         self.waited_seconds = 0.0
 
-    def wait(self) -> None:
-        """Block until this worker may send its next request."""
+    def acquire(self) -> None:
+        """Block until this worker may send its next request; `release` must follow."""
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next_slot)
             self._next_slot = slot + self._spacing
+            self._in_flight += 1
             delay = slot - now
             self.waited_seconds += delay
         if delay > 0:
             time.sleep(delay)
 
-    def observe(self, headers: dict[str, str] | t.Any) -> None:
-        """Adjust the pace to what a response's rate-limit headers say."""
-        remaining = _number(headers.get("X-RateLimit-Remaining"))
-        reset = _number(headers.get("X-RateLimit-Reset"))
-        if remaining is None or reset is None:
-            return
+    def release(self, headers: t.Mapping[str, str] | None) -> None:
+        """The request is answered (headers) or failed (None): adjust the pace."""
+        remaining = _number(headers.get("X-RateLimit-Remaining")) if headers else None
+        reset = _number(headers.get("X-RateLimit-Reset")) if headers else None
         with self._lock:
-            if remaining > self._reserve:
+            self._in_flight -= 1
+            if remaining is None or reset is None:
+                return
+            budget = remaining - self._in_flight
+            if budget <= 0:
+                self._next_slot = max(self._next_slot, time.monotonic() + reset)
                 self._spacing = 0.0
             else:
-                self._spacing = reset / (remaining + 1)
+                self._spacing = reset / budget if budget <= self._reserve else 0.0
 
     def pause(self, seconds: float) -> None:
         """Hold every worker back for `seconds` (a 429's Retry-After)."""

@@ -10,21 +10,15 @@ import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tap_analytics.tap import STREAM_TYPES
+
 if t.TYPE_CHECKING:
     from tap_analytics.sandbox import SandboxServer
 
 
 #: The console script, as users run it.
 TAP = str(Path(sys.executable).with_name("tap-analytics"))
-STREAMS = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
+STREAMS = tuple(stream_type.name for stream_type in STREAM_TYPES)
 API_KEY = "sandbox-key"
 
 

@@ -86,8 +86,26 @@ def test_concurrent_workers_pace_on_the_rate_limit_headers(
     run = run_tap(tap_config(server, max_concurrency=8), tmp_path)
     assert_complete(run, server)
     stats = server.stats()
-    assert stats["responses"].get("429", 0) <= 2
-    assert stats["requests_in_retry_after_window"] <= 8 * stats["responses"].get("429", 0)
+    assert stats["rate_limited"] <= 2
+    assert stats["requests_in_retry_after_window"] <= 8 * stats["rate_limited"]
+
+
+def test_concurrent_workers_lose_nothing_under_faults_and_a_tight_rate_limit(
+    start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
+) -> None:
+    """Only requests already in flight when a 429 arrives may land inside its window."""
+    server = start_sandbox(
+        records_per_resource=300,
+        fault_rate=0.15,
+        faults=("429", "500", "502", "503", "504", "reset", "truncated"),
+        rate_limit=15,
+        rate_window=2,
+    )
+    run = run_tap(tap_config(server, max_retries=12), tmp_path)
+    assert_complete(run, server)
+    stats = server.stats()
+    refusals = stats["rate_limited"] + stats["faults"].get("429", 0)
+    assert stats["requests_in_retry_after_window"] <= 7 * refusals
 
 
 def test_a_rejected_key_stops_the_run_with_one_line(sandbox: SandboxServer, tmp_path: Path) -> None:
