@@ -25,14 +25,13 @@ from tap_analytics.pagination import Envelope, KeysetPaginator, WindowCursor, de
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
 from tap_analytics.scheduler import Page, PageScheduler, StreamReader
+from tap_analytics.stats import StreamStats
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from backoff.types import Details
     from singer_sdk.helpers.types import Context
-
-    from tap_analytics.stats import StreamStats
 
 #: Where to resume after a crash: a STATE message follows every this many pages (and every
 #: slice of a window), so a killed run re-reads at most a few pages.
@@ -115,8 +114,6 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     @cached_property
     def stats(self) -> StreamStats:
         """Counters for the run summary."""
-        from tap_analytics.stats import StreamStats
-
         return StreamStats(self.name, float(self.config.get("progress_interval", 10)))
 
     @cached_property
@@ -148,6 +145,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
 
     def window(self) -> tuple[str | None, str]:
         """This run's window: from the bookmark (or `start_date`) up to when the run started."""
+        self._write_starting_replication_value(None)
         start = self.get_starting_timestamp(None)
         return (api_instant(start) if start else None), api_instant(self._tap.run_started_at)
 
@@ -299,7 +297,6 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         if not self._writes_pages_whole(write_messages):
             yield from super()._sync_records(context, write_messages=write_messages)
             return
-        self._write_starting_replication_value(None)
         state = self.stream_state
         writer = self._tap.message_writer
         with self.get_record_counter() as counter, self.get_sync_timer():

@@ -30,7 +30,7 @@ if t.TYPE_CHECKING:
 
 #: Pages, per worker, that may wait for the writer: in the stream being written, and in all
 #: the others together. This bounds memory whatever the size of the data.
-CURRENT_PAGES_PER_WORKER = 4
+CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
 
 
