@@ -42,19 +42,11 @@ import msgspec
 
 from tap_analytics.records import rfc3339
 from tap_analytics.sandbox import SandboxConfig, SandboxServer
+from tap_analytics.tap import STREAM_NAMES as STREAMS
 
 #: The console script, as users run it (next to this interpreter, in the venv).
 TAP = str(Path(sys.executable).with_name("tap-analytics"))
 API_KEY = "sandbox-key"
-STREAMS = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
 ALL_FAULTS = ("429", "500", "502", "503", "504", "reset", "stall", "truncated")
 
 

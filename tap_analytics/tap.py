@@ -43,6 +43,7 @@ STREAM_TYPES: list[type[AnalyticsStream]] = [
     streams.UserInsightsStream,
     streams.UserLifetimeInsightsStream,
 ]
+STREAM_NAMES = tuple(stream_type.name for stream_type in STREAM_TYPES)
 
 #: The API's `user_id` filter takes at most this many accounts.
 MAX_USER_IDS = 50

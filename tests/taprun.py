@@ -10,7 +10,7 @@ import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tap_analytics.tap import STREAM_TYPES
+from tap_analytics.tap import STREAM_NAMES
 
 if t.TYPE_CHECKING:
     from tap_analytics.sandbox import SandboxServer
@@ -18,7 +18,7 @@ if t.TYPE_CHECKING:
 
 #: The console script, as users run it.
 TAP = str(Path(sys.executable).with_name("tap-analytics"))
-STREAMS = tuple(stream_type.name for stream_type in STREAM_TYPES)
+STREAMS = STREAM_NAMES
 API_KEY = "sandbox-key"
 
 

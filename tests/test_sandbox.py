@@ -18,18 +18,11 @@ import pytest
 import requests
 
 from tap_analytics.sandbox import SandboxConfig, SandboxServer
+from tap_analytics.sandbox.records import RESOURCES as SANDBOX_RESOURCES
 
 KEY = "sandbox-key"
 NO_LIFETIME_KEY = "sandbox-key-no-lifetime"
-RESOURCES = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
+RESOURCES = tuple(SANDBOX_RESOURCES)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000")
 FAULT_KINDS = ("429", "500", "502", "503", "504", "reset", "stall", "truncated")
 

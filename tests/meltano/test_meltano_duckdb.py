@@ -7,19 +7,11 @@ from typing import Any
 
 import pytest
 
+from tap_analytics.tap import STREAM_NAMES as STREAMS
+
 pytestmark = pytest.mark.meltano
 
 duckdb = pytest.importorskip("duckdb")
-
-STREAMS = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
 
 
 def ids_per_table(path: Path) -> dict[str, list[str]]:

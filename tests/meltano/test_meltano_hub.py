@@ -10,20 +10,14 @@ from typing import Any
 
 import pytest
 
+from tap_analytics.tap import STREAM_NAMES
+
 yaml = pytest.importorskip("yaml")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_FILE = REPO_ROOT / "hub" / "extractors" / "tap-analytics" / "tap-analytics.yml"
 SCRIPT = REPO_ROOT / "scripts" / "hub_definition.py"
-STREAMS = {
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-}
+STREAMS = set(STREAM_NAMES)
 #: The Hub schema's setting kinds (schemas/common/base_setting.schema.json in the hub repo).
 HUB_KINDS = {
     "oauth",

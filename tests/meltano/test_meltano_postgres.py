@@ -19,20 +19,13 @@ from typing import Any
 
 import pytest
 
+from tap_analytics.tap import STREAM_NAMES as STREAMS
+
 pytestmark = pytest.mark.meltano
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg.rows import dict_row  # noqa: E402
 
-STREAMS = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
 SCHEMA = "tap_analytics"
 RECORDS_PER_RESOURCE = 200
 
