@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import typing as t
 from pathlib import Path
@@ -132,3 +133,35 @@ def test_start_date_bounds_the_first_run(sandbox: SandboxServer, tmp_path: Path)
     run = run_tap(tap_config(sandbox, start_date=start.replace("+0000", "Z")), tmp_path)
     assert run.returncode == 0, run.stderr
     assert ids(run.records("media")) == {r["id"] for r in media if r["updated_at"] >= start}
+
+
+def test_deselected_fields_and_stream_maps_take_the_sdks_record_path(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    discovered = run_tap(tap_config(sandbox), tmp_path, "--discover")
+    catalog = json.loads(discovered.stdout)
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if entry["tap_stream_id"] == "media" and item["breadcrumb"] == [
+                "properties",
+                "caption",
+            ]:
+                item["metadata"]["selected"] = False
+            elif not item["breadcrumb"]:
+                item["metadata"]["selected"] = entry["tap_stream_id"] in {"media", "users"}
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps(catalog))
+    maps = {"users": {"handle": "'@' + username", "__key_properties__": ["id"]}}
+    run = run_tap(tap_config(sandbox, stream_maps=maps), tmp_path, "--catalog", str(catalog_file))
+    assert run.returncode == 0, run.stderr
+    snapshot = sandbox.snapshot()
+    media = run.records("media")
+    assert ids(media) == ids(snapshot["media"])
+    assert all("caption" not in record for record in media)
+    users = {record["id"]: record for record in run.records("users")}
+    assert set(users) == ids(snapshot["users"])
+    for raw in snapshot["users"]:
+        assert users[raw["id"]]["handle"] == "@" + raw["username"]
+    assert not run.records("stories")
+    bookmarks = run.last_state["bookmarks"]
+    assert set(bookmarks) >= {"media", "users"}
