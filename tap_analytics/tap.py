@@ -250,7 +250,6 @@ class TapAnalytics(Tap):
         failures: list[AnalyticsError] = []
         with PageScheduler(self.max_concurrency) as scheduler:
             for stream in selected:
-                stream._write_starting_replication_value(None)
                 stream.reader = scheduler.open(stream)
             for stream in selected:
                 if failures and not _stream_specific(failures[-1]):
