@@ -559,23 +559,7 @@ def scenario(
                 out_path.unlink(missing_ok=True)
             verification[contender.name] = {**checked, "warmup_wall_s": run.wall_s}
             log(f"  verify {contender.name:<16} {total:,} records ok  ({run.wall_s:.2f} s)")
-        runs: dict[str, list[Run]] = {c.name: [] for c in entries}
-        for number in range(rounds):
-            order = entries[number % len(entries) :] + entries[: number % len(entries)]
-            for contender in order:
-                if contender.name in failures:
-                    continue
-                run = attempt(contender, sandbox, workdir)
-                if isinstance(run, str):
-                    failures[contender.name] = run
-                    continue
-                runs[contender.name].append(run)
-                log(
-                    f"  round {number + 1}/{rounds} {contender.name:<16} wall {run.wall_s:6.2f} s"
-                    f"  cpu {run.cpu_s:6.2f} s  rss {run.max_rss_mb:6.1f} MB"
-                    f"  sandbox cpu {run.sandbox_cpu_s:5.2f} s"
-                    f"  other cpu {run.foreign_cpu_s:5.2f} s"
-                )
+        runs = run_rounds(entries, rounds, sandbox, workdir, failures, with_load=True)
     return {
         "name": name,
         "title": title,
@@ -589,6 +573,39 @@ def scenario(
     }
 
 
+def run_rounds(
+    entries: list[Contender],
+    rounds: int,
+    sandbox: Sandbox,
+    workdir: Path,
+    failures: dict[str, str],
+    *,
+    with_load: bool,
+) -> dict[str, list[Run]]:
+    """Run every contender once a round, rotating who goes first; a failure drops it."""
+    runs: dict[str, list[Run]] = {c.name: [] for c in entries}
+    for number in range(rounds):
+        order = entries[number % len(entries) :] + entries[: number % len(entries)]
+        for contender in order:
+            if contender.name in failures:
+                continue
+            run = attempt(contender, sandbox, workdir)
+            if isinstance(run, str):
+                failures[contender.name] = run
+                continue
+            runs[contender.name].append(run)
+            load = (
+                f"  sandbox cpu {run.sandbox_cpu_s:5.2f} s  other cpu {run.foreign_cpu_s:5.2f} s"
+                if with_load
+                else ""
+            )
+            log(
+                f"  round {number + 1}/{rounds} {contender.name:<16} wall {run.wall_s:6.2f} s"
+                f"  cpu {run.cpu_s:6.2f} s  rss {run.max_rss_mb:6.1f} MB{load}"
+            )
+    return runs
+
+
 def fixed_cost(rounds: int, python: Path, tap: Path, root: Path) -> dict[str, Any]:
     """Each contender against 7 x 1 record: start-up, imports, discovery, first requests."""
     workdir = root / "fixed"
@@ -597,22 +614,8 @@ def fixed_cost(rounds: int, python: Path, tap: Path, root: Path) -> dict[str, An
     with Sandbox(python, 1, 0, workdir, "fixed") as sandbox:
         config, template_config = write_configs(workdir, sandbox.url)
         entries = contenders(python, tap, config, template_config, sandbox.url)
-        runs: dict[str, list[Run]] = {c.name: [] for c in entries}
         failures: dict[str, str] = {}
-        for number in range(rounds):
-            order = entries[number % len(entries) :] + entries[: number % len(entries)]
-            for contender in order:
-                if contender.name in failures:
-                    continue
-                run = attempt(contender, sandbox, workdir)
-                if isinstance(run, str):
-                    failures[contender.name] = run
-                    continue
-                runs[contender.name].append(run)
-                log(
-                    f"  round {number + 1}/{rounds} {contender.name:<16} wall {run.wall_s:6.2f} s"
-                    f"  cpu {run.cpu_s:6.2f} s  rss {run.max_rss_mb:6.1f} MB"
-                )
+        runs = run_rounds(entries, rounds, sandbox, workdir, failures, with_load=False)
         total = sum(sandbox.expected.values())
     return {c.name: summarize(runs[c.name], total, failures.get(c.name)) for c in entries}
 

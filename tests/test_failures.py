@@ -61,16 +61,20 @@ def test_an_api_that_keeps_failing_ends_in_one_clear_line(
     assert "Traceback" not in run.stderr
 
 
+#: 15% faults of every kind that answers, and 15 requests allowed per 2 s.
+FAULTY_AND_TIGHT: dict[str, t.Any] = {
+    "records_per_resource": 300,
+    "fault_rate": 0.15,
+    "faults": ("429", "500", "502", "503", "504", "reset", "truncated"),
+    "rate_limit": 15,
+    "rate_window": 2,
+}
+
+
 def test_faults_and_a_tight_rate_limit_lose_nothing_and_respect_retry_after(
     start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
 ) -> None:
-    server = start_sandbox(
-        records_per_resource=300,
-        fault_rate=0.15,
-        faults=("429", "500", "502", "503", "504", "reset", "truncated"),
-        rate_limit=15,
-        rate_window=2,
-    )
+    server = start_sandbox(**FAULTY_AND_TIGHT)
     run = run_tap(tap_config(server, max_concurrency=1, max_retries=12), tmp_path)
     assert_complete(run, server)
     stats = server.stats()
@@ -94,13 +98,7 @@ def test_concurrent_workers_lose_nothing_under_faults_and_a_tight_rate_limit(
     start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
 ) -> None:
     """Only requests already in flight when a 429 arrives may land inside its window."""
-    server = start_sandbox(
-        records_per_resource=300,
-        fault_rate=0.15,
-        faults=("429", "500", "502", "503", "504", "reset", "truncated"),
-        rate_limit=15,
-        rate_window=2,
-    )
+    server = start_sandbox(**FAULTY_AND_TIGHT)
     run = run_tap(tap_config(server, max_retries=12), tmp_path)
     assert_complete(run, server)
     stats = server.stats()
