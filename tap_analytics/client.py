@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import typing as t
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -21,7 +20,7 @@ from singer_sdk.streams.rest import HTTPRequest, PageContext
 from typing_extensions import override
 
 from tap_analytics.errors import APIRequestError, RetriesExhaustedError, redactor
-from tap_analytics.pagination import Envelope, KeysetPaginator, WindowCursor, decode_envelope
+from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
 from tap_analytics.scheduler import Page, PageScheduler, StreamReader
@@ -33,8 +32,8 @@ if t.TYPE_CHECKING:
     from backoff.types import Details
     from singer_sdk.helpers.types import Context
 
-#: Where to resume after a crash: a STATE message follows every this many pages (and every
-#: slice of a window), so a killed run re-reads at most a few pages.
+#: Where to resume after a crash: a STATE message follows every this many pages, so a killed
+#: run re-reads at most a few pages.
 STATE_EVERY_PAGES = 5
 
 
@@ -60,7 +59,6 @@ class AnalyticsStream(RESTStream[WindowCursor]):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self._thread_local = threading.local()
         #: Set by the tap when it syncs all streams, so that their pages are fetched together.
         self.reader: StreamReader | None = None
 
@@ -87,11 +85,12 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     @property
     @override
     def requests_session(self) -> requests.Session:
-        # One session per worker thread: requests does not promise that a Session is
-        # thread-safe, and each keeps its own keep-alive connection.
-        session = getattr(self._thread_local, "session", None)
+        # One session per worker thread, shared by all streams: requests does not promise that
+        # a Session is thread-safe, and each keeps its own keep-alive connection.
+        sessions = self._tap.http_sessions
+        session = getattr(sessions, "session", None)
         if session is None:
-            session = self._thread_local.session = requests.Session()
+            session = sessions.session = requests.Session()
             # requests re-reads proxy settings from the environment on every send, which cost
             # more than parsing the page; they are read once here instead.
             session.proxies = requests.utils.get_environ_proxies(self.url_base)
@@ -137,11 +136,6 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         if user_ids := self.config.get("user_ids"):
             params["user_id"] = ",".join(user_ids)
         return params
-
-    @override
-    def get_new_paginator(self) -> KeysetPaginator:
-        since, until = self.window()
-        return KeysetPaginator(since, until, self.page_size)
 
     def window(self) -> tuple[str | None, str]:
         """This run's window: from the bookmark (or `start_date`) up to when the run started."""
@@ -301,12 +295,13 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         writer = self._tap.message_writer
         with self.get_record_counter() as counter, self.get_sync_timer():
             for number, page in enumerate(self.pages(), start=1):
-                writer.write_records(self.name, page.records)
-                counter.increment(len(page.records))
+                if page.records:
+                    writer.write_records(self.name, page.records)
+                    counter.increment(len(page.records))
                 state["replication_key"] = self.replication_key
                 state["replication_key_value"] = page.bookmark
                 self.state_manager.is_flushed = False
-                if page.closes_slice or number % STATE_EVERY_PAGES == 0:
+                if number % STATE_EVERY_PAGES == 0:
                     self._write_state_message()
         self._finalize_state(state)
         self._write_state_message()

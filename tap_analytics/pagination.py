@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import typing as t
 from dataclasses import dataclass
 
 import msgspec
 from singer_sdk.pagination import BaseAPIPaginator
 from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
+
+    Record = dict[str, t.Any]
 
 
 class Paging(msgspec.Struct):
@@ -58,9 +64,15 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
         self._page_size = page_size
         self._tied_ids: set[str] = set()
 
-    def narrow(self, updated_until: str) -> None:
-        """End the walk earlier: later records belong to another walk."""
-        self._value = WindowCursor(self._value.updated_since, updated_until, self._value.offset)
+    @classmethod
+    def resume_after(
+        cls, updated_at: str, tied_ids: set[str], updated_until: str, page_size: int
+    ) -> KeysetPaginator:
+        """A walk that goes on after records already read; `tied_ids` are those at `updated_at`."""
+        paginator = cls(updated_at, updated_until, page_size)
+        paginator._tied_ids = set(tied_ids)
+        paginator._value = WindowCursor(updated_at, updated_until, len(tied_ids) - 1)
+        return paginator
 
     def unread(self, page: Envelope) -> list[dict[str, t.Any]]:
         """The page's records this walk has not returned before ([] when the page shifted)."""
@@ -98,3 +110,117 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
 
     def _already_read(self, record: dict[str, t.Any]) -> bool:
         return record["updated_at"] == self._value.updated_since and record["id"] in self._tied_ids
+
+
+class OverlapChain:
+    """Reads a window from offset pages fetched side by side, joined where they overlap.
+
+    Page k asks for offset k*(L-1), so it starts with the last record of page k-1. Pages are
+    fetched at different moments while records leave the window (changes land after its end),
+    which moves later records to lower offsets. A page that holds the last record written
+    joins on: what follows that record is new. A page that does not shows a gap, and a keyset
+    walk from the last record written reads on until it has passed that page. Records come
+    out in the API's order, each once, and every record present for the whole run among them.
+    """
+
+    def __init__(self, updated_since: str | None, updated_until: str, page_size: int) -> None:
+        if page_size < 2:
+            raise ValueError("the chain needs pages of at least 2 records: one of them overlaps")
+        self.updated_since = updated_since
+        self.updated_until = updated_until
+        self.page_size = page_size
+        #: `updated_at` and `id` of the last record handed out, and the ids handed out at
+        #: that same instant: where a walk resumes.
+        self.last: tuple[str, str] | None = None
+        self._tied_ids: set[str] = set()
+
+    def cursor(self, index: int) -> WindowCursor:
+        """The request for page `index`."""
+        return WindowCursor(self.updated_since, self.updated_until, index * (self.page_size - 1))
+
+    def pages_for(self, total: int | None) -> int:
+        """How many pages a window of `total` records takes (1 while that is unknown)."""
+        if total is None or total <= self.page_size:
+            return 1
+        return 1 + math.ceil((total - self.page_size) / (self.page_size - 1))
+
+    def ends_window(self, index: int, page: Envelope) -> bool:
+        """Whether nothing followed this page when it was read: it is short or reached total."""
+        records, total = len(page.data), page.paging.total
+        offset = index * (self.page_size - 1)
+        return records < self.page_size or (total is not None and offset + records >= total)
+
+    def read(
+        self,
+        page_at: Callable[[int], Envelope],
+        fetch: Callable[[WindowCursor], Envelope],
+    ) -> Iterator[list[Record]]:
+        """The window's records, a batch at a time.
+
+        `page_at(k)` gives page k, fetched ahead in any order; `fetch` sends a walk's request.
+        """
+        index = 0
+        while True:
+            page = page_at(index)
+            ends = self.ends_window(index, page)
+            records = self._join(index, page)
+            if records is None:
+                walked_to_end = yield from self._walk(fetch, None if ends else page.data[-1])
+                if walked_to_end:
+                    return
+            elif records:
+                self._hand_out(records)
+                yield records
+            if ends:
+                return
+            index += 1
+
+    def _join(self, index: int, page: Envelope) -> list[Record] | None:
+        """The page's records after the last one handed out; None when it is not there."""
+        if index == 0:
+            return page.data
+        assert self.last is not None, "page 0 ends the window when it is empty"
+        last_id = self.last[1]
+        for position, record in enumerate(page.data):
+            if record["id"] == last_id:
+                return page.data[position + 1 :]
+        return None
+
+    def _walk(
+        self, fetch: Callable[[WindowCursor], Envelope], stop: Record | None
+    ) -> Generator[list[Record], None, bool]:
+        """Walk by keyset from the last record handed out; say whether it reached the end.
+
+        The walk stops at `stop` (a page's last record), or goes to the window's end.
+        """
+        assert self.last is not None
+        updated_at, _ = self.last
+        walk = KeysetPaginator.resume_after(
+            updated_at, self._tied_ids, self.updated_until, self.page_size
+        )
+        while not walk.finished:
+            page = fetch(walk.current_value)
+            records = walk.unread(page)
+            walk.advance(page)
+            if stop is not None:
+                for position, record in enumerate(records):
+                    # `stop` itself, or the first record after it should `stop` have left.
+                    if record["id"] == stop["id"] or record["updated_at"] > stop["updated_at"]:
+                        records = records[: position + 1]
+                        self._hand_out(records)
+                        yield records
+                        return False
+            if records:
+                self._hand_out(records)
+                yield records
+        return True
+
+    def _hand_out(self, records: list[Record]) -> None:
+        updated_at = records[-1]["updated_at"]
+        if self.last is None or self.last[0] != updated_at:
+            self._tied_ids = set()
+        for record in reversed(records):
+            if record["updated_at"] != updated_at:
+                break
+            self._tied_ids.add(record["id"])
+        self.last = (updated_at, records[-1]["id"])

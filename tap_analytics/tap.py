@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import typing as t
 from datetime import datetime, timezone
@@ -224,6 +225,11 @@ class TapAnalytics(Tap):
     def max_concurrency(self) -> int:
         """Requests in flight at once, across all streams."""
         return int(self.config.get("max_concurrency", 8))
+
+    @cached_property
+    def http_sessions(self) -> threading.local:
+        """Each thread's `requests.Session` (and keep-alive connection), shared by all streams."""
+        return threading.local()
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

@@ -1,4 +1,4 @@
-"""Property tests of the window walk: no record present for the whole run is ever missed."""
+"""Property tests of the window reads: no record present for the whole run is ever missed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_analytics.pagination import Envelope, KeysetPaginator, Paging, WindowCursor
+from tap_analytics.pagination import (
+    Envelope,
+    KeysetPaginator,
+    OverlapChain,
+    Paging,
+    WindowCursor,
+)
 
 UNTIL = "T999999"
 
@@ -71,6 +77,34 @@ def walk(api: FakeApi, page_size: int, rng: random.Random, changes: int) -> tupl
     raise AssertionError("the walk did not end")
 
 
+def fan_out(
+    api: FakeApi, page_size: int, rng: random.Random, changes: int, ahead: int
+) -> tuple[list[tuple[str, str]], set[str], int]:
+    """Read the window as the scheduler does: pages fetched ahead, in shuffled order, with
+    the data changing between requests, joined by the chain (which walks its gaps)."""
+    chain = OverlapChain(None, UNTIL, page_size)
+    fetched: dict[int, Envelope] = {}
+    touched: set[str] = set()
+    serial, requests = [0], [0]
+
+    def get(cursor: WindowCursor) -> Envelope:
+        requests[0] += 1
+        page = api.page(cursor, page_size)
+        touched.update(api.mutate(rng, changes, serial))
+        return page
+
+    def page_at(index: int) -> Envelope:
+        if index not in fetched:
+            batch = [k for k in range(index, index + ahead) if k not in fetched]
+            rng.shuffle(batch)
+            for k in batch:
+                fetched[k] = get(chain.cursor(k))
+        return fetched.pop(index)
+
+    written = [(r["updated_at"], r["id"]) for batch in chain.read(page_at, get) for r in batch]
+    return written, touched, requests[0]
+
+
 def offset_walk(api: FakeApi, page_size: int, rng: random.Random, changes: int) -> set[str]:
     """What a plain offset reader sees under the same changes."""
     read: set[str] = set()
@@ -105,6 +139,34 @@ def test_walk_reads_every_record_present_for_the_whole_run(
     api = FakeApi(stamps, drop_total)
     read, touched = walk(api, page_size, random.Random(seed), changes)
     assert set(stamps) - touched <= read
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stamps=datasets,
+    page_size=st.integers(min_value=2, max_value=8),
+    changes=st.integers(min_value=0, max_value=3),
+    ahead=st.integers(min_value=1, max_value=6),
+    seed=st.integers(min_value=0, max_value=2**32),
+    drop_total=st.booleans(),
+)
+def test_fanned_out_pages_give_every_record_present_for_the_whole_run_once_in_order(
+    stamps: dict[str, str], page_size: int, changes: int, ahead: int, seed: int, drop_total: bool
+) -> None:
+    api = FakeApi(stamps, drop_total)
+    written, touched, _ = fan_out(api, page_size, random.Random(seed), changes, ahead)
+    assert set(stamps) - touched <= {record_id for _, record_id in written}
+    assert written == sorted(set(written)), "out of order or written twice"
+
+
+@given(stamps=datasets, page_size=st.integers(min_value=2, max_value=8))
+def test_a_window_that_does_not_change_takes_one_request_per_page(
+    stamps: dict[str, str], page_size: int
+) -> None:
+    chain = OverlapChain(None, UNTIL, page_size)
+    written, _, requests = fan_out(FakeApi(stamps, False), page_size, random.Random(0), 0, 1)
+    assert len(written) == len(stamps)
+    assert requests == chain.pages_for(len(stamps))
 
 
 def test_a_plain_offset_reader_loses_records_in_the_same_setup() -> None:
