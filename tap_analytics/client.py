@@ -127,21 +127,23 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         self, context: Context | None, next_page_token: WindowCursor | None
     ) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {"limit": self.page_size}
-        # The window's upper end is always sent: records changed during the run stay out.
+        # The window's upper end is sent with every page: records changed during the run stay
+        # out. Only the request that learns it goes without (first_page).
         if next_page_token is not None:
             params["offset"] = next_page_token.offset
             if next_page_token.updated_since is not None:
                 params["updated_since"] = api_offset(next_page_token.updated_since)
-            params["updated_until"] = next_page_token.updated_until
+            if next_page_token.updated_until is not None:
+                params["updated_until"] = next_page_token.updated_until
         if user_ids := self.config.get("user_ids"):
             params["user_id"] = ",".join(user_ids)
         return params
 
-    def window(self) -> tuple[str | None, str]:
-        """This run's window: from the bookmark (or `start_date`) up to when the run started."""
+    def window_start(self) -> str | None:
+        """Where this run's window starts: the bookmark, else `start_date`, else nowhere."""
         self._write_starting_replication_value(None)
         start = self.get_starting_timestamp(None)
-        return (api_instant(start) if start else None), api_instant(self._tap.run_started_at)
+        return api_instant(start) if start else None
 
     # Requests -----------------------------------------------------------------------------
 
@@ -151,19 +153,23 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         self.stats.count_page()
         return envelope
 
-    def server_time(self) -> datetime:
-        """The API's clock (its `Date` header), which stamps `updated_at`; ours if it has none.
+    def first_page(self, updated_since: str | None) -> tuple[Envelope, str]:
+        """The window's first page, asked without an upper end, and where the window ends.
 
-        Windows end at the server's time, not ours, so that a skewed local clock cannot put a
-        record changed during the run inside the window being read.
+        The window ends at the API's clock (the response's `Date` header), which stamps
+        `updated_at`, not at ours, so that a skewed local clock cannot put a record changed
+        during the run inside the window being read. Asking for the first page at the same
+        time saves a round trip; StreamReader.take_first_page says when that page can stand
+        in for the window's. Without a `Date` header, our clock serves.
         """
-        http_request = self.get_http_request(page=PageContext(None, None))
-        http_request.params["limit"] = 1
-        _, headers = self._fetch(http_request)
+        cursor = WindowCursor(updated_since, None, 0)
+        envelope, headers = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
+        self.stats.count_page()
         try:
-            return parsedate_to_datetime(headers["Date"])
+            server_now = parsedate_to_datetime(headers["Date"])
         except (KeyError, TypeError, ValueError):
-            return datetime.now(timezone.utc)
+            server_now = datetime.now(timezone.utc)
+        return envelope, api_instant(server_now)
 
     def _fetch(self, http_request: HTTPRequest) -> tuple[Envelope, t.Mapping[str, str]]:
         prepared = self.build_prepared_request(

@@ -40,7 +40,7 @@ class WindowCursor:
     """What the next request asks for: a window `[updated_since, updated_until)` and an offset."""
 
     updated_since: str | None
-    updated_until: str
+    updated_until: str | None
     offset: int
 
 
@@ -123,7 +123,9 @@ class OverlapChain:
     out in the API's order, each once, and every record present for the whole run among them.
     """
 
-    def __init__(self, updated_since: str | None, updated_until: str, page_size: int) -> None:
+    def __init__(
+        self, updated_since: str | None, updated_until: str | None, page_size: int
+    ) -> None:
         if page_size < 2:
             raise ValueError("the chain needs pages of at least 2 records: one of them overlaps")
         self.updated_since = updated_since

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import typing as t
 from dataclasses import dataclass
+from datetime import datetime
 
 from tap_analytics.pagination import Envelope, OverlapChain, WindowCursor
 from tap_analytics.records import rfc3339
@@ -31,6 +32,10 @@ CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
 
 
+def _epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(rfc3339(timestamp)).timestamp()
+
+
 @dataclass
 class Page:
     """Records ready to write, and the bookmark that is safe once they are written."""
@@ -45,7 +50,8 @@ class StreamReader:
     def __init__(self, scheduler: PageScheduler, stream: AnalyticsStream) -> None:
         self.stream = stream
         self._scheduler = scheduler
-        self.chain = OverlapChain(*stream.window(), page_size=stream.page_size)
+        #: The window's end is the API's time when the first page is read (first_page).
+        self.chain = OverlapChain(stream.window_start(), None, page_size=stream.page_size)
         #: Pages fetched and not yet joined, by index; pages are requested in index order.
         self.fetched: dict[int, Envelope] = {}
         self.next_index = 0
@@ -135,23 +141,49 @@ class StreamReader:
                 self.walk_answer = answer
             return
         try:
-            envelope = self.stream.fetch_page(self.chain.cursor(task))
+            if task == 0 and self.chain.updated_until is None:
+                envelope, until = self.stream.first_page(self.chain.updated_since)
+            else:
+                envelope, until = self.stream.fetch_page(self.chain.cursor(task)), None
         except BaseException as exc:
             with self._scheduler.condition:
                 if self.failure is None or task < self.failure[0]:
                     self.failure = (task, exc)
             return
-        ends = self.chain.ends_window(task, envelope)
         with self._scheduler.condition:
-            if task == 0:
-                self.planned = self.chain.pages_for(envelope.paging.total)
-                self.stream.stats.expected_records = envelope.paging.total
-            if ends:
-                self.lowest_end = task if self.lowest_end is None else min(self.lowest_end, task)
+            if until is None:
+                self._store(task, envelope)
             else:
-                self.highest_full = max(self.highest_full, task)
-            if not self.closed:
-                self.fetched[task] = envelope
+                self.chain.updated_until = until
+                self.take_first_page(envelope)
+
+    def take_first_page(self, page: Envelope) -> None:
+        """Take a first page asked before the window's end was known, if it can stand in.
+
+        It was read when no record was stamped later than the window's end, so it is the
+        window's first page then, unless it holds records at or past that end. A record
+        changed after it was read may be missing from it, but such a record sorts last in the
+        window, where later pages (asked once the window's end is known) find it. So the page
+        stands in only if it does not end the window; otherwise page 0 is asked again.
+        """
+        until = self.chain.updated_until
+        assert until is not None
+        if self.chain.ends_window(0, page) or _epoch(page.data[-1]["updated_at"]) >= _epoch(until):
+            self.next_index = 0
+        else:
+            self._store(0, page)
+
+    def _store(self, index: int, page: Envelope) -> None:
+        """Note what a fetched page says about the others and keep it for the writer."""
+        if index == 0:
+            self.planned = self.chain.pages_for(page.paging.total)
+            self.stream.stats.expected_records = page.paging.total
+        if self.chain.ends_window(index, page):
+            self.lowest_end = index if self.lowest_end is None else min(self.lowest_end, index)
+        else:
+            self.highest_full = max(self.highest_full, index)
+        if not self.closed:
+            self.fetched[index] = page
 
     def next_task(self, buffer_cap: int | None) -> int | WindowCursor | None:
         """This stream's most urgent request, if any.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import typing as t
 from pathlib import Path
@@ -97,6 +98,19 @@ def test_the_run_ends_with_a_summary(full_run: TapRun) -> None:
     assert "Run summary" in full_run.stderr
     summary_line = next(line for line in full_run.stderr.splitlines() if "RUN_SUMMARY" in line)
     assert '"records":1050' in summary_line
+
+
+def test_a_still_run_asks_for_each_page_once_and_nothing_else(
+    start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
+) -> None:
+    """Pages overlap by one record, the first stream's first page also gives the server's time,
+    and no page is asked for twice or past the end."""
+    server = start_sandbox(records_per_resource=400, seed=3)
+    run = run_tap(tap_config(server, page_size=50), tmp_path)
+    assert run.returncode == 0, run.stderr
+    totals = [len(records) for records in server.snapshot().values()]
+    assert min(totals) > 50
+    assert server.stats()["requests"] == sum(1 + math.ceil((n - 50) / 49) for n in totals)
 
 
 @pytest.mark.parametrize("page_size", [2, 7])
