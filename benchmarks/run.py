@@ -95,19 +95,13 @@ def venv_python(explicit: str | None) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(RUNTIME_VENV)], check=True)
     log(f"installing the tap into {RUNTIME_VENV} (runtime dependencies only)")
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--editable",
-            str(REPO),
-        ],
-        check=True,
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", str(REPO)],
+        capture_output=True,
+        text=True,
     )
+    if install.returncode:
+        sys.exit(f"pip install into {RUNTIME_VENV} failed:\n{install.stdout}{install.stderr}")
     return python
 
 

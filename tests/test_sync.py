@@ -113,6 +113,21 @@ def test_a_still_run_asks_for_each_page_once_and_nothing_else(
     assert server.stats()["requests"] == sum(1 + math.ceil((n - 50) / 49) for n in totals)
 
 
+def test_a_first_page_that_ends_the_window_is_asked_for_again_within_it(
+    start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
+) -> None:
+    """The first page is read before the window's end is known: a record changed just after
+    it could be missing, so when it is also the last page, the tap asks for it again."""
+    server = start_sandbox(records_per_resource=30, seed=3)
+    run = run_tap(tap_config(server, page_size=50), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert max(len(records) for records in server.snapshot().values()) < 50
+    assert server.stats()["requests"] == 2 * len(STREAMS)
+    assert sum(len(run.records(stream)) for stream in STREAMS) == sum(
+        len(records) for records in server.snapshot().values()
+    )
+
+
 @pytest.mark.parametrize("page_size", [2, 7])
 def test_small_pages_with_ties_still_read_everything(
     sandbox: SandboxServer, tmp_path: Path, page_size: int
