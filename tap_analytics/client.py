@@ -149,8 +149,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
 
     def fetch_page(self, cursor: WindowCursor) -> Envelope:
         """Fetch and decode one page, retrying transient failures; safe to call from threads."""
-        envelope, _ = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
-        self.stats.count_page()
+        envelope, _ = self._fetch_page(cursor)
         return envelope
 
     def first_page(self, updated_since: str | None) -> tuple[Envelope, str]:
@@ -159,17 +158,20 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         The window ends at the API's clock (the response's `Date` header), which stamps
         `updated_at`, not at ours, so that a skewed local clock cannot put a record changed
         during the run inside the window being read. Asking for the first page at the same
-        time saves a round trip; StreamReader.take_first_page says when that page can stand
+        time saves a round trip; StreamReader._take_first_page says when that page can stand
         in for the window's. Without a `Date` header, our clock serves.
         """
-        cursor = WindowCursor(updated_since, None, 0)
-        envelope, headers = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
-        self.stats.count_page()
+        envelope, headers = self._fetch_page(WindowCursor(updated_since, None, 0))
         try:
             server_now = parsedate_to_datetime(headers["Date"])
         except (KeyError, TypeError, ValueError):
             server_now = datetime.now(timezone.utc)
         return envelope, api_instant(server_now)
+
+    def _fetch_page(self, cursor: WindowCursor) -> tuple[Envelope, t.Mapping[str, str]]:
+        page = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
+        self.stats.count_page()
+        return page
 
     def _fetch(self, http_request: HTTPRequest) -> tuple[Envelope, t.Mapping[str, str]]:
         prepared = self.build_prepared_request(

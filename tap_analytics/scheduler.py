@@ -155,9 +155,9 @@ class StreamReader:
                 self._store(task, envelope)
             else:
                 self.chain.updated_until = until
-                self.take_first_page(envelope)
+                self._take_first_page(envelope)
 
-    def take_first_page(self, page: Envelope) -> None:
+    def _take_first_page(self, page: Envelope) -> None:
         """Take a first page asked before the window's end was known, if it can stand in.
 
         It was read when no record was stamped later than the window's end, so it is the
