@@ -40,9 +40,9 @@ from pathlib import Path
 
 import msgspec
 
-from tap_analytics.records import rfc3339
 from tap_analytics.sandbox import SandboxConfig, SandboxServer
 from tap_analytics.tap import STREAM_NAMES as STREAMS
+from tap_analytics.timestamps import rfc3339
 
 #: The console script, as users run it (next to this interpreter, in the venv).
 TAP = str(Path(sys.executable).with_name("tap-analytics"))

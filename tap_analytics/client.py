@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import typing as t
-from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from importlib.metadata import version
@@ -19,6 +18,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 from typing_extensions import override
 
+from tap_analytics import timestamps
 from tap_analytics.errors import APIRequestError, RetriesExhaustedError, redactor
 from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
@@ -35,18 +35,6 @@ if t.TYPE_CHECKING:
 #: Where to resume after a crash: a STATE message follows every this many pages, so a killed
 #: run re-reads at most a few pages.
 STATE_EVERY_PAGES = 5
-
-
-def api_instant(value: datetime) -> str:
-    """An instant as the API's time filters take it: UTC, whole seconds, `Z`."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def api_offset(timestamp: str) -> str:
-    """A timestamp the tap emitted (`+00:00`) in a form the API documents (`+0000`)."""
-    return timestamp[:-3] + timestamp[-2:] if timestamp[-3:-2] == ":" else timestamp
 
 
 class AnalyticsStream(RESTStream[WindowCursor]):
@@ -132,7 +120,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         if next_page_token is not None:
             params["offset"] = next_page_token.offset
             if next_page_token.updated_since is not None:
-                params["updated_since"] = api_offset(next_page_token.updated_since)
+                params["updated_since"] = timestamps.api_form(next_page_token.updated_since)
             if next_page_token.updated_until is not None:
                 params["updated_until"] = next_page_token.updated_until
         if user_ids := self.config.get("user_ids"):
@@ -143,7 +131,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         """Where this run's window starts: the bookmark, else `start_date`, else nowhere."""
         self._write_starting_replication_value(None)
         start = self.get_starting_timestamp(None)
-        return api_instant(start) if start else None
+        return timestamps.api_form(start) if start else None
 
     # Requests -----------------------------------------------------------------------------
 
@@ -165,8 +153,8 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         try:
             server_now = parsedate_to_datetime(headers["Date"])
         except (KeyError, TypeError, ValueError):
-            server_now = datetime.now(timezone.utc)
-        return envelope, api_instant(server_now)
+            server_now = timestamps.now()
+        return envelope, timestamps.api_form(server_now)
 
     def _fetch_page(self, cursor: WindowCursor) -> tuple[Envelope, t.Mapping[str, str]]:
         page = self._fetch(self.get_http_request(page=PageContext(None, cursor)))

@@ -6,20 +6,11 @@ import logging
 import typing as t
 
 from tap_analytics.errors import AnalyticsError
+from tap_analytics.timestamps import rfc3339
 
 
 class SchemaDriftError(AnalyticsError):
     """A non-nullable field came back null or missing while `strict` is on."""
-
-
-def rfc3339(timestamp: t.Any) -> t.Any:
-    """`…+0000` or `…Z` → `…+00:00`, the one form the tap emits; other values unchanged."""
-    if isinstance(timestamp, str) and len(timestamp) > 5:
-        if timestamp[-5] in "+-":
-            return f"{timestamp[:-2]}:{timestamp[-2:]}"
-        if timestamp[-1] == "Z":
-            return f"{timestamp[:-1]}+00:00"
-    return timestamp
 
 
 class RecordConformer:
@@ -54,10 +45,10 @@ class RecordConformer:
         for record in records:
             if not known.issuperset(record):
                 self._drop_unknown(record)
-            for name in timestamps:  # inlined rfc3339(): this loop runs for every value
+            for name in timestamps:
                 value = record.get(name)
-                if value is not None and value[-5] in "+-":
-                    record[name] = f"{value[:-2]}:{value[-2:]}"
+                if value is not None:
+                    record[name] = rfc3339(value)
             if None in map(record.get, required):
                 for name in required:
                     if record.get(name) is None:

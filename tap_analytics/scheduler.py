@@ -15,10 +15,9 @@ from __future__ import annotations
 import threading
 import typing as t
 from dataclasses import dataclass
-from datetime import datetime
 
 from tap_analytics.pagination import Envelope, OverlapChain, WindowCursor
-from tap_analytics.records import rfc3339
+from tap_analytics.timestamps import epoch, rfc3339
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,10 +29,6 @@ if t.TYPE_CHECKING:
 #: the others together. This bounds memory whatever the size of the data.
 CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
-
-
-def _epoch(timestamp: str) -> float:
-    return datetime.fromisoformat(rfc3339(timestamp)).timestamp()
 
 
 @dataclass
@@ -168,7 +163,7 @@ class StreamReader:
         """
         until = self.chain.updated_until
         assert until is not None
-        if self.chain.ends_window(0, page) or _epoch(page.data[-1]["updated_at"]) >= _epoch(until):
+        if self.chain.ends_window(0, page) or epoch(page.data[-1]["updated_at"]) >= epoch(until):
             self.next_index = 0
         else:
             self._store(0, page)

@@ -15,8 +15,6 @@ from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
-from singer_sdk.helpers._compat import datetime_fromisoformat
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
     PluginCapabilities,
@@ -24,7 +22,7 @@ from singer_sdk.helpers.capabilities import (
 )
 from typing_extensions import override
 
-from tap_analytics import streams
+from tap_analytics import streams, timestamps
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
 from tap_analytics.ratelimit import RateLimiter
 from tap_analytics.scheduler import PageScheduler
@@ -66,7 +64,7 @@ class PageWriter(MsgSpecWriter):
     def write_records(self, stream: str, records: list[dict[str, t.Any]]) -> None:
         """Write one RECORD message per record with a single write and flush."""
         head = b'{"type":"RECORD","stream":' + self._encode(stream) + b',"record":'
-        tail = b',"time_extracted":' + self._encode(utc_now().isoformat()) + b"}\n"
+        tail = b',"time_extracted":' + self._encode(timestamps.now().isoformat()) + b"}\n"
         encode = self._encode
         self._write(b"".join([part for record in records for part in (head, encode(record), tail)]))
 
@@ -207,7 +205,7 @@ class TapAnalytics(Tap):
         start_date = self.config.get("start_date")
         try:
             if start_date:
-                datetime_fromisoformat(start_date)
+                timestamps.parse(start_date)
         except ValueError:
             errors.append(
                 f"start_date: {start_date!r} is not an ISO 8601 date or instant; "

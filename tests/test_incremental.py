@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 from taprun import STREAMS, TapRun, ids, merged, run_tap, tap_command, tap_config
 
-from tap_analytics.records import rfc3339
+from tap_analytics.timestamps import rfc3339
 
 if t.TYPE_CHECKING:
     from tap_analytics.sandbox import SandboxServer
