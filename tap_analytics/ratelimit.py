@@ -19,8 +19,11 @@ class RateLimiter:
     is refused instead of after.
     """
 
-    def __init__(self, reserve: int) -> None:
+    def __init__(self, reserve: int, share: float = 1.0) -> None:
         self._reserve = max(1, reserve)
+        # This job may use `share` of the key's limit: the rest of each window is left to
+        # the key's other clients, so it is counted out of what the key has left.
+        self._share = min(max(share, 0.0), 1.0)
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._spacing = 0.0
@@ -43,6 +46,9 @@ class RateLimiter:
         """The request is answered (headers) or failed (None): adjust the pace."""
         remaining = _number(headers.get("X-RateLimit-Remaining")) if headers else None
         reset = _number(headers.get("X-RateLimit-Reset")) if headers else None
+        limit = _number(headers.get("X-RateLimit-Limit")) if headers else None
+        if remaining is not None and limit is not None:
+            remaining -= (1.0 - self._share) * limit
         with self._lock:
             self._in_flight -= 1
             if remaining is None or reset is None:

@@ -167,6 +167,15 @@ class TapAnalytics(Tap):
             "rate limit is shared with other clients.",
         ),
         th.Property(
+            "rate_limit_share",
+            th.NumberType(exclusive_minimum=0, maximum=1),
+            default=1,
+            title="Rate limit share",
+            description="The fraction of the key's X-RateLimit-Limit this job may use, above 0 "
+            "and at most 1. Give each of N jobs sharing a key 1/N, or leave 1 and let adaptive "
+            "pacing share the key with the other jobs it sees draining it.",
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             title="User agent",
@@ -229,7 +238,9 @@ class TapAnalytics(Tap):
     @cached_property
     def rate_limiter(self) -> RateLimiter:
         """The limiter every request of this run waits on."""
-        return RateLimiter(reserve=self.max_concurrency)
+        return RateLimiter(
+            reserve=self.max_concurrency, share=float(self.config.get("rate_limit_share", 1))
+        )
 
     @override
     def discover_streams(self) -> list[AnalyticsStream]:
