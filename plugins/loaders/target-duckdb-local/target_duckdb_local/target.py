@@ -15,6 +15,13 @@ JSON and read back with ``read_json`` and an explicit column list (no type,
 header or dialect sniffing), the staged row count is checked against the
 number of records received, and the batch is merged on the stream's key
 properties in one transaction (delete matching keys, insert).
+
+ACTIVATE_VERSION is handled as MeltanoLabs target-postgres does: RECORDs carry
+their table version in ``_sdc_table_version``; on ACTIVATE_VERSION the stream's
+pending rows are written first, then every row whose version is older than the
+activated one, or missing, gets ``_sdc_deleted_at`` (or is deleted, with
+``hard_delete``). A row sent again in a later version replaces the flagged one,
+so it comes back unflagged.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ import duckdb
 import simplejson
 from singer_sdk import Target
 from singer_sdk import typing as th
+from singer_sdk.helpers.capabilities import (
+    CapabilitiesEnum,
+    PluginCapabilities,
+    TargetCapabilities,
+)
 from singer_sdk.sinks import BatchSink
 
 # JSON schema type -> DuckDB column type.  Anything that is not a single,
@@ -120,6 +132,10 @@ class DuckDBSink(BatchSink):
 
     target: TargetDuckDBLocal
 
+    #: The SDK's record metadata columns that ACTIVATE_VERSION works with.
+    version_column = "_sdc_table_version"
+    soft_delete_column = "_sdc_deleted_at"
+
     def __init__(self, target: TargetDuckDBLocal, *args: t.Any, **kwargs: t.Any) -> None:
         self.target = target
         super().__init__(target, *args, **kwargs)
@@ -149,18 +165,25 @@ class DuckDBSink(BatchSink):
             f"{quote_ident(name)} {ctype}" for name, ctype in self.columns.items()
         )
         con.execute(f"CREATE TABLE IF NOT EXISTS {self.full_table_name} ({column_defs})")
-        existing = {
-            row[0].lower()
-            for row in con.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
-                [self.schema_name, self.table_name],
-            ).fetchall()
-        }
-        for name, ctype in self.columns.items():
+        # A table created before a column existed (or before record metadata was on)
+        # gains it here; its old rows hold NULL, e.g. no table version.
+        self._add_missing_columns(self.columns)
+
+    def _existing_columns(self) -> set[str]:
+        """The table's column names, lower-cased (empty when the table does not exist)."""
+        rows = self.connection.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            [self.schema_name, self.table_name],
+        ).fetchall()
+        return {row[0].lower() for row in rows}
+
+    def _add_missing_columns(self, columns: dict[str, str]) -> None:
+        existing = self._existing_columns()
+        for name, ctype in columns.items():
             if name.lower() not in existing:
                 self.logger.info("Adding column %s %s to %s", name, ctype, self.full_table_name)
-                con.execute(
+                self.connection.execute(
                     f"ALTER TABLE {self.full_table_name} ADD COLUMN {quote_ident(name)} {ctype}"
                 )
 
@@ -248,12 +271,74 @@ class DuckDBSink(BatchSink):
             "Merged %d rows into %s (%s)", expected, self.full_table_name, self.load_method
         )
 
+    def activate_version(self, new_version: int) -> None:
+        """Write the pending rows, then flag (or delete) rows of older or missing versions.
+
+        The same semantics as MeltanoLabs target-postgres: a row whose
+        ``_sdc_table_version`` is below ``new_version`` or NULL (loaded without a
+        version, e.g. by an incremental run or before metadata was on) is not in the
+        activated version; rows already flagged keep their first ``_sdc_deleted_at``.
+        """
+        if not self.include_sdc_metadata_properties:
+            # Without metadata no row carries a version, so every row would look stale.
+            self.logger.warning(
+                "%s: ACTIVATE_VERSION %s ignored: add_record_metadata is false, so rows "
+                "carry no table version; set add_record_metadata to true to flag deleted rows",
+                self.stream_name,
+                new_version,
+            )
+            return
+        # The rows of this version still in the batch must be in the table first.
+        self.target.drain_one(self)
+        existing = self._existing_columns()
+        if not existing:
+            return  # no table, nothing to flag (target-postgres does the same)
+        hard_delete = bool(self.config.get("hard_delete"))
+        needed = {self.version_column: "BIGINT"}
+        if not hard_delete:
+            needed[self.soft_delete_column] = "TIMESTAMPTZ"
+        self._add_missing_columns(needed)
+        version = quote_ident(self.version_column)
+        deleted_at = quote_ident(self.soft_delete_column)
+        stale = f"({version} IS NULL OR {version} < ?)"
+        con = self.connection
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if hard_delete:
+                sql = f"DELETE FROM {self.full_table_name} WHERE {stale}"
+                params: list[t.Any] = [new_version]
+            else:
+                sql = (
+                    f"UPDATE {self.full_table_name} SET {deleted_at} = ? "
+                    f"WHERE {stale} AND {deleted_at} IS NULL"
+                )
+                params = [datetime.datetime.now(datetime.timezone.utc), new_version]
+            affected = con.execute(sql, params).fetchall()[0][0]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.logger.info(
+            "%s: activated version %s: %s %d rows of older or missing versions in %s",
+            self.stream_name,
+            new_version,
+            "deleted" if hard_delete else "flagged (_sdc_deleted_at set)",
+            affected,
+            self.full_table_name,
+        )
+
 
 class TargetDuckDBLocal(Target):
     """Singer target that writes to a local DuckDB database file."""
 
     name = "target-duckdb-local"
     default_sink_class = DuckDBSink
+    # ACTIVATE_VERSION also brings the SDK's `process_activate_version_messages` setting.
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        *Target.capabilities,
+        PluginCapabilities.ACTIVATE_VERSION,
+        TargetCapabilities.HARD_DELETE,
+    ]
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -280,6 +365,28 @@ class TargetDuckDBLocal(Target):
                 "`upsert` (default) replaces rows with the same key properties and "
                 "inserts new ones; `append-only` always inserts; `overwrite` empties "
                 "each table before its first batch of the run."
+            ),
+        ),
+        th.Property(
+            "add_record_metadata",
+            th.BooleanType,
+            default=True,
+            title="Add record metadata",
+            description=(
+                "Add the `_sdc_*` metadata columns (extracted, received, batched and "
+                "deleted at, sequence, table version), also to existing tables. On by "
+                "default: ACTIVATE_VERSION needs `_sdc_table_version` and "
+                "`_sdc_deleted_at`, and is ignored (with a warning) when this is false."
+            ),
+        ),
+        th.Property(
+            "hard_delete",
+            th.BooleanType,
+            default=False,
+            title="Hard delete",
+            description=(
+                "On ACTIVATE_VERSION, delete the rows of older or missing table versions "
+                "instead of setting their `_sdc_deleted_at` (the default, which keeps them)."
             ),
         ),
     ).to_dict()
