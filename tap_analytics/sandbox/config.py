@@ -74,12 +74,24 @@ class SandboxConfig:
     mutate_updates: int = field(default=1, metadata={"help": "records updated per mutation"})
     mutate_inserts: int = field(default=1, metadata={"help": "records inserted per mutation"})
     mutate_deletes: int = field(default=1, metadata={"help": "records deleted per mutation"})
+    failing_user_ids: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "account ids, comma-separated: a list request whose user_id filter names"
+            " one of them gets a 500 internal_error, every time"
+        },
+    )
 
     def __post_init__(self) -> None:
         """Normalise values coming from JSON or the CLI, and reject impossible ones early."""
         if isinstance(self.faults, str):
             self.faults = tuple(kind for kind in self.faults.split(",") if kind.strip())
         self.faults = tuple(str(kind).strip() for kind in self.faults)
+        if isinstance(self.failing_user_ids, str):
+            self.failing_user_ids = tuple(self.failing_user_ids.split(","))
+        self.failing_user_ids = tuple(
+            str(i).strip() for i in self.failing_user_ids if str(i).strip()
+        )
         self.api_keys = {str(key): tuple(scopes) for key, scopes in self.api_keys.items()}
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
         if unknown:
