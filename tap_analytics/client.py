@@ -3,41 +3,80 @@
 from __future__ import annotations
 
 import os
+import threading
 import typing as t
 from email.utils import parsedate_to_datetime
 from functools import cached_property
+from http import HTTPStatus
 from importlib.metadata import version
 
 import backoff
 import msgspec
 import requests
-from singer_sdk import RESTStream
+from singer_sdk import Stream, Tap
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 from typing_extensions import override
 
-from tap_analytics import timestamps
-from tap_analytics.errors import APIRequestError, RetriesExhaustedError, redactor
+from tap_analytics import state as tap_state
+from tap_analytics import timestamps, transport
+from tap_analytics.errors import APIRequestError, ApiUrlError, RetriesExhaustedError, redactor
 from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
 from tap_analytics.scheduler import Page, PageScheduler, StreamReader
+from tap_analytics.sdk import SeamStream
 from tap_analytics.stats import StreamStats
+
+if t.TYPE_CHECKING:
+    from tap_analytics.ratelimit import RateLimiter
+    from tap_analytics.writer import PageWriter
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     from backoff.types import Details
-    from singer_sdk.helpers.types import Context
+    from singer_sdk.helpers.types import Context, TapState
 
 #: Where to resume after a crash: a STATE message follows every this many pages, so a killed
 #: run re-reads at most a few pages.
 STATE_EVERY_PAGES = 5
 
 
-class AnalyticsStream(RESTStream[WindowCursor]):
+class StateSink(t.Protocol):
+    """Writes STATE messages (the SDK's StateWriter, which skips a STATE equal to the last)."""
+
+    def write_state(self, state: TapState) -> None:
+        """Write `state` as a STATE message if it changed."""
+
+
+class RunResources(t.Protocol):
+    """What the streams use of the tap that runs them (the tap knows its streams, not back)."""
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The limiter every request of the run waits on."""
+
+    @property
+    def http_sessions(self) -> threading.local:
+        """Each worker thread's `requests.Session`."""
+
+    @property
+    def page_writer(self) -> PageWriter:
+        """The writer of the run's Singer messages."""
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at once."""
+
+    @property
+    def state_writer(self) -> StateSink:
+        """The writer of the run's STATE messages."""
+
+
+class AnalyticsStream(SeamStream[WindowCursor]):
     """A list endpoint of the Analytics API, read incrementally on `updated_at`."""
 
     primary_keys: t.ClassVar[list[str]] = ["id"]
@@ -45,10 +84,14 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     is_sorted = True
     records_jsonpath = "$.data[*]"
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Set by the tap when it syncs all streams, so that their pages are fetched together.
-        self.reader: StreamReader | None = None
+    def __init__(self, tap: Tap, *, resources: RunResources) -> None:
+        super().__init__(tap)
+        self.resources = resources
+        self._reader: StreamReader | None = None
+
+    def read_from(self, reader: StreamReader) -> None:
+        """Take this run's pages from `reader`, opened on the tap's shared scheduler."""
+        self._reader = reader
 
     @property
     @override
@@ -75,16 +118,15 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     def requests_session(self) -> requests.Session:
         # One session per worker thread, shared by all streams: requests does not promise that
         # a Session is thread-safe, and each keeps its own keep-alive connection.
-        sessions = self._tap.http_sessions
+        sessions = self.resources.http_sessions
         session = getattr(sessions, "session", None)
         if session is None:
             session = sessions.session = requests.Session()
             # requests re-reads proxy settings from the environment on every send, which cost
             # more than parsing the page; they are read once here instead.
             session.proxies = requests.utils.get_environ_proxies(self.url_base)
-            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
-                "CURL_CA_BUNDLE", True
-            )
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            session.verify = bundle or True
             session.trust_env = False
         return session
 
@@ -128,10 +170,16 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         return params
 
     def window_start(self) -> str | None:
-        """Where this run's window starts: the bookmark, else `start_date`, else nowhere."""
-        self._write_starting_replication_value(None)
-        start = self.get_starting_timestamp(None)
-        return timestamps.api_form(start) if start else None
+        """Where this run's window starts: the bookmark or `start_date`, the later; else nowhere."""
+        starts = [
+            value
+            for value in (
+                tap_state.bookmark(self.tap_state, self.name),
+                self.config.get("start_date"),
+            )
+            if value
+        ]
+        return timestamps.api_form(max(starts, key=timestamps.epoch)) if starts else None
 
     # Requests -----------------------------------------------------------------------------
 
@@ -162,12 +210,16 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         return page
 
     def _fetch(self, http_request: HTTPRequest) -> tuple[Envelope, t.Mapping[str, str]]:
-        prepared = self.build_prepared_request(
-            method=http_request.method,
-            url=http_request.url,
-            params=http_request.encode_params(),
-            headers={**http_request.headers, "Accept-Encoding": "gzip"},
-        )
+        try:
+            prepared = self.build_prepared_request(
+                method=http_request.method,
+                url=http_request.url,
+                params=http_request.encode_params(),
+                headers={**http_request.headers, "Accept-Encoding": "gzip"},
+            )
+        except requests.RequestException as exc:  # an invalid URL or header: nothing was sent
+            problem = transport.fatal_exception(exc) or redactor.redact(str(exc))
+            raise ApiUrlError(self.name, self.url_base, problem) from None
         try:
             return self._send_with_retries(prepared)
         except (RetriableAPIError, requests.RequestException) as exc:
@@ -180,19 +232,27 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         return self.request_decorator(self._send)
 
     def _send(self, prepared: requests.PreparedRequest) -> tuple[Envelope, t.Mapping[str, str]]:
-        limiter = self._tap.rate_limiter
+        limiter = self.resources.rate_limiter
         limiter.acquire()
         self.stats.count_request()
         try:
-            response = self.requests_session.send(prepared, timeout=self.timeout)
-        except requests.RequestException as exc:
+            # Redirects are not followed: validate_response refuses them (transport says why).
+            response = self.requests_session.send(
+                prepared, timeout=self.timeout, allow_redirects=False
+            )
+        except transport.SEND_ERRORS as exc:
             limiter.release(None)
+            if problem := transport.fatal_exception(exc):
+                raise ApiUrlError(self.name, self.url_base, problem) from None
             # requests puts the full URL, query string and key included, into its messages.
             raise type(exc)(redactor.redact(str(exc))) from None
         limiter.release(response.headers)
         self.validate_response(response)
         try:
             return decode_envelope(response.content), response.headers
+        except msgspec.ValidationError as exc:  # JSON, whole, but not a list response
+            problem = transport.not_an_envelope(response.status_code, str(exc))
+            raise ApiUrlError(self.name, self.url_base, problem) from None
         except msgspec.DecodeError:
             msg = f"HTTP {response.status_code} with a malformed JSON body (cut off?)"
             raise RetriableAPIError(msg, response) from None
@@ -200,18 +260,22 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     @override
     def validate_response(self, response: requests.Response) -> None:
         status = response.status_code
-        if status == requests.codes.too_many_requests:
-            self._tap.rate_limiter.pause(retry_after_seconds(response.headers.get("Retry-After")))
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            self.resources.rate_limiter.pause(
+                retry_after_seconds(response.headers.get("Retry-After"))
+            )
             raise RetriableAPIError("HTTP 429 rate_limited (Retry-After honoured)", response)
-        if status >= requests.codes.internal_server_error:
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             content_type = response.headers.get("Content-Type", "")
             kind = "an HTML page from a proxy" if "html" in content_type else "a server error"
             raise RetriableAPIError(f"HTTP {status} with {kind}", response)
-        if status >= requests.codes.bad_request:
+        if status >= HTTPStatus.BAD_REQUEST:
             raise APIRequestError.from_response(self.name, response)
+        if problem := transport.fatal_response(response):
+            raise ApiUrlError(self.name, self.url_base, problem)
 
     @override
-    def request_decorator(self, func: t.Callable) -> t.Callable:
+    def request_decorator(self, func: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
         # The SDK's decorator also hands backoff our logger, which then logs every retry a
         # second time, with the decorated function's arguments; backoff_handler says it once.
         return backoff.on_exception(
@@ -234,7 +298,7 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     @override
     def backoff_handler(self, details: Details) -> None:
         exc = details.get("exception")
-        self.stats.count_retry(exc)
+        self.stats.count_retry(exc if isinstance(exc, BaseException) else None)
         self.logger.warning(
             "stream %s: retrying in %.1f s after %s (attempt %d of %d)",
             self.name,
@@ -247,11 +311,16 @@ class AnalyticsStream(RESTStream[WindowCursor]):
     # Records ------------------------------------------------------------------------------
 
     def pages(self) -> Iterator[Page]:
-        """This stream's pages in `updated_at` order, from the tap's shared scheduler if any."""
-        if self.reader is not None:
-            yield from self._counted(self.reader.pages())
+        """This stream's pages in `updated_at` order.
+
+        In the tap's sync they come from the reader it handed over (`read_from`). Where the
+        SDK drives the stream alone (its dry run behind `--test`), the stream reads on a
+        scheduler of its own.
+        """
+        if self._reader is not None:
+            yield from self._counted(self._reader.pages())
             return
-        with PageScheduler(self._tap.max_concurrency) as scheduler:
+        with PageScheduler(self.resources.max_concurrency) as scheduler:
             yield from self._counted(scheduler.open(self).pages())
 
     def _counted(self, pages: Iterator[Page]) -> Iterator[Page]:
@@ -264,12 +333,26 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         for page in self.pages():
             yield from page.records
 
-    def _writes_pages_whole(self, write_messages: bool) -> bool:
-        """Whether nothing asks for per-record handling: no stream map, no deselected field."""
+    # What the scheduler asks of a stream (scheduler.PageSource) --------------------------
+
+    def conform(self, records: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        """Conform a page of records to the schema."""
+        return self.conformer.conform(records)
+
+    def expect_records(self, total: int | None) -> None:
+        """The API's count of records in this run's window, for progress lines."""
+        self.stats.expected_records = total
+
+    # The page path (sdk.SeamStream) -------------------------------------------------------
+
+    @override
+    def writes_pages_whole(self) -> bool:
+        # Stream maps, deselected fields, dry-run limits and an overridden post_process ask
+        # for per-record handling: those go through the SDK's record loop.
         maps = self.stream_maps
         return (
-            write_messages
-            and self.ABORT_AT_RECORD_COUNT is None
+            self.ABORT_AT_RECORD_COUNT is None
+            and type(self).post_process is Stream.post_process
             and len(maps) == 1
             and type(maps[0]) is SameRecordTransform
             and maps[0].stream_alias == self.name
@@ -277,28 +360,20 @@ class AnalyticsStream(RESTStream[WindowCursor]):
         )
 
     @override
-    def _sync_records(
-        self, context: Context | None = None, *, write_messages: bool = True
-    ) -> t.Generator[dict, t.Any, t.Any]:
-        # The SDK's loop handles one record at a time: it re-walks the schema to conform each,
-        # builds a message object and flushes stdout for each. Pages are conformed once by the
-        # conformer and written with one encode and one flush, which is most of the tap's speed.
-        # Stream maps, deselected fields and dry-run limits still go through the SDK's loop.
-        if not self._writes_pages_whole(write_messages):
-            yield from super()._sync_records(context, write_messages=write_messages)
-            return
-        state = self.stream_state
-        writer = self._tap.message_writer
+    def write_pages(self) -> None:
+        # Pages are conformed once by the conformer and written with one encode and one
+        # flush, which is most of the tap's speed; STATE follows every few pages and claims
+        # only what has been written.
+        stream_state = self.stream_state
+        writer = self.resources.page_writer
+        state_writer = self.resources.state_writer
         with self.get_record_counter() as counter, self.get_sync_timer():
             for number, page in enumerate(self.pages(), start=1):
                 if page.records:
                     writer.write_records(self.name, page.records)
                     counter.increment(len(page.records))
-                state["replication_key"] = self.replication_key
-                state["replication_key_value"] = page.bookmark
-                self.state_manager.is_flushed = False
+                stream_state["replication_key"] = self.replication_key
+                stream_state["replication_key_value"] = page.bookmark
                 if number % STATE_EVERY_PAGES == 0:
-                    self._write_state_message()
-        self._finalize_state(state)
-        self._write_state_message()
-        yield from ()
+                    state_writer.write_state(self.tap_state)
+        state_writer.write_state(self.tap_state)

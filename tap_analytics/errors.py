@@ -55,6 +55,14 @@ class APIRequestError(FatalAPIError, AnalyticsError):
         )
 
 
+class ApiUrlError(FatalAPIError, AnalyticsError):
+    """What answers at api_url is not the API, and asking again cannot change that."""
+
+    def __init__(self, stream: str, api_url: str, problem: str) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream}: api_url {api_url} {problem}.")
+
+
 class RetriesExhaustedError(AnalyticsError):
     """The API kept failing with transient errors until the retry budget ran out."""
 

@@ -7,8 +7,6 @@ import typing as t
 from dataclasses import dataclass
 
 import msgspec
-from singer_sdk.pagination import BaseAPIPaginator
-from typing_extensions import override
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
@@ -44,7 +42,7 @@ class WindowCursor:
     offset: int
 
 
-class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
+class KeysetPaginator:
     """Pages through a time window by moving `updated_since` forward, not only the offset.
 
     The API orders records by (`updated_at`, `id`) and evaluates offsets against the data as it
@@ -60,7 +58,9 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
     def __init__(self, updated_since: str | None, updated_until: str, page_size: int) -> None:
         if page_size < 2:
             raise ValueError("the walk needs pages of at least 2 records: one of them overlaps")
-        super().__init__(WindowCursor(updated_since, updated_until, 0))
+        #: The request for the next page, and whether the walk has passed the window's end.
+        self.current_value = WindowCursor(updated_since, updated_until, 0)
+        self.finished = False
         self._page_size = page_size
         self._tied_ids: set[str] = set()
 
@@ -71,8 +71,19 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
         """A walk that goes on after records already read; `tied_ids` are those at `updated_at`."""
         paginator = cls(updated_at, updated_until, page_size)
         paginator._tied_ids = set(tied_ids)
-        paginator._value = WindowCursor(updated_at, updated_until, len(tied_ids) - 1)
+        paginator.current_value = WindowCursor(updated_at, updated_until, len(tied_ids) - 1)
         return paginator
+
+    def advance(self, page: Envelope) -> None:
+        """Move on past `page`: to the next request, or to the end of the walk."""
+        if not self.has_more(page):
+            self.finished = True
+            return
+        cursor = self.get_next(page)
+        if cursor == self.current_value:
+            msg = f"the keyset walk would ask for {cursor} again: a bug, not the data"
+            raise RuntimeError(msg)
+        self.current_value = cursor
 
     def unread(self, page: Envelope) -> list[dict[str, t.Any]]:
         """The page's records this walk has not returned before ([] when the page shifted)."""
@@ -80,17 +91,17 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
             return []
         return [record for record in page.data if not self._already_read(record)]
 
-    @override
-    def has_more(self, response: Envelope) -> bool:  # type: ignore[override]
+    def has_more(self, response: Envelope) -> bool:
+        """Whether the window holds records after this page (or the page must be asked again)."""
         if self._shifted(response):
             return True
         records, total = response.data, response.paging.total
-        reached_total = total is not None and self._value.offset + len(records) >= total
+        reached_total = total is not None and self.current_value.offset + len(records) >= total
         return len(records) == self._page_size and not reached_total
 
-    @override
-    def get_next(self, response: Envelope) -> WindowCursor:  # type: ignore[override]
-        cursor = self._value
+    def get_next(self, response: Envelope) -> WindowCursor:
+        """The request for the page after this one."""
+        cursor = self.current_value
         if self._shifted(response):
             return WindowCursor(cursor.updated_since, cursor.updated_until, 0)
         last_updated_at = response.data[-1]["updated_at"]
@@ -104,12 +115,15 @@ class KeysetPaginator(BaseAPIPaginator[WindowCursor]):
 
     def _shifted(self, page: Envelope) -> bool:
         """Whether a page asked for with an overlap failed to start at a record already read."""
-        if not self._value.offset:
+        if not self.current_value.offset:
             return False
         return not page.data or not self._already_read(page.data[0])
 
     def _already_read(self, record: dict[str, t.Any]) -> bool:
-        return record["updated_at"] == self._value.updated_since and record["id"] in self._tied_ids
+        return (
+            record["updated_at"] == self.current_value.updated_since
+            and record["id"] in self._tied_ids
+        )
 
 
 class OverlapChain:
@@ -196,6 +210,7 @@ class OverlapChain:
         The walk stops at `stop` (a page's last record), or goes to the window's end.
         """
         assert self.last is not None
+        assert self.updated_until is not None, "a walk starts once the window's end is known"
         updated_at, _ = self.last
         walk = KeysetPaginator.resume_after(
             updated_at, self._tied_ids, self.updated_until, self.page_size

@@ -23,12 +23,33 @@ if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from types import TracebackType
 
-    from tap_analytics.client import AnalyticsStream
-
 #: Pages, per worker, that may wait for the writer: in the stream being written, and in all
 #: the others together. This bounds memory whatever the size of the data.
 CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
+
+
+class PageSource(t.Protocol):
+    """What the scheduler needs of a stream: its window's start, its pages, its schema."""
+
+    @property
+    def page_size(self) -> int:
+        """Records per request (at least 2)."""
+
+    def window_start(self) -> str | None:
+        """Where this run's window starts (inclusive), if anywhere."""
+
+    def first_page(self, updated_since: str | None) -> tuple[Envelope, str]:
+        """The window's first page asked without an upper end, and where the window ends."""
+
+    def fetch_page(self, cursor: WindowCursor) -> Envelope:
+        """One page; safe to call from worker threads."""
+
+    def conform(self, records: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        """A page of records conformed to the schema."""
+
+    def expect_records(self, total: int | None) -> None:
+        """The API's count of records in the window, when its first page tells it."""
 
 
 @dataclass
@@ -42,7 +63,7 @@ class Page:
 class StreamReader:
     """One stream's window: its pages fetched ahead by the workers, joined by the writer."""
 
-    def __init__(self, scheduler: PageScheduler, stream: AnalyticsStream) -> None:
+    def __init__(self, scheduler: PageScheduler, stream: PageSource) -> None:
         self.stream = stream
         self._scheduler = scheduler
         #: The window's end is the API's time when the first page is read (first_page).
@@ -87,7 +108,7 @@ class StreamReader:
             for records in self.chain.read(self._page_at, self._walk):
                 assert self.chain.last is not None
                 bookmark = rfc3339(self.chain.last[0])
-                yield Page(self.stream.conformer.conform(records), bookmark)
+                yield Page(self.stream.conform(records), bookmark)
         finally:
             with condition:
                 self.closed = True
@@ -172,7 +193,7 @@ class StreamReader:
         """Note what a fetched page says about the others and keep it for the writer."""
         if index == 0:
             self.planned = self.chain.pages_for(page.paging.total)
-            self.stream.stats.expected_records = page.paging.total
+            self.stream.expect_records(page.paging.total)
         if self.chain.ends_window(index, page):
             self.lowest_end = index if self.lowest_end is None else min(self.lowest_end, index)
         else:
@@ -232,7 +253,7 @@ class PageScheduler:
             self._closed = True
             self.condition.notify_all()
 
-    def open(self, stream: AnalyticsStream) -> StreamReader:
+    def open(self, stream: PageSource) -> StreamReader:
         """Start fetching a stream's pages; the reader hands them over in order."""
         reader = StreamReader(self, stream)
         with self.condition:
@@ -262,6 +283,7 @@ class PageScheduler:
     def _work(self) -> None:
         while True:
             with self.condition:
+                task = None
                 try:
                     while not self._closed and (task := self._next_task()) is None:
                         self.condition.wait()
@@ -270,7 +292,7 @@ class PageScheduler:
                     self.failure = exc
                     self.condition.notify_all()
                     raise
-                if self._closed:
+                if task is None:
                     return
             reader, request = task
             try:

@@ -6,8 +6,8 @@ import json
 import threading
 import time
 import typing as t
+from http import HTTPStatus
 
-import requests
 from singer_sdk.exceptions import RetriableAPIError
 
 if t.TYPE_CHECKING:
@@ -18,9 +18,9 @@ def retry_cause(exc: BaseException | None) -> str:
     """Classify a retried failure for the summary: rate_limited, server, network or malformed."""
     if isinstance(exc, RetriableAPIError) and exc.response is not None:
         status = exc.response.status_code
-        if status == requests.codes.too_many_requests:
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
             return "rate_limited"
-        return "server" if status >= requests.codes.internal_server_error else "malformed"
+        return "server" if status >= HTTPStatus.INTERNAL_SERVER_ERROR else "malformed"
     return "network"
 
 

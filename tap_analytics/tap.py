@@ -10,10 +10,7 @@ import time
 import typing as t
 from functools import cached_property
 
-import msgspec
-from singer_sdk import Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import (
     CapabilitiesEnum,
@@ -22,16 +19,15 @@ from singer_sdk.helpers.capabilities import (
 )
 from typing_extensions import override
 
-from tap_analytics import streams, timestamps
+from tap_analytics import state as tap_state
+from tap_analytics import streams, timestamps, transport
+from tap_analytics.client import AnalyticsStream
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
 from tap_analytics.ratelimit import RateLimiter
 from tap_analytics.scheduler import PageScheduler
+from tap_analytics.sdk import SeamTap, check_contract
 from tap_analytics.stats import log_summary
-
-if t.TYPE_CHECKING:
-    from singer_sdk.singerlib.encoding.simple import Message
-
-    from tap_analytics.client import AnalyticsStream
+from tap_analytics.writer import PageWriter
 
 STREAM_TYPES: list[type[AnalyticsStream]] = [
     streams.UsersStream,
@@ -42,7 +38,7 @@ STREAM_TYPES: list[type[AnalyticsStream]] = [
     streams.UserInsightsStream,
     streams.UserLifetimeInsightsStream,
 ]
-STREAM_NAMES = tuple(stream_type.name for stream_type in STREAM_TYPES)
+STREAM_NAMES: tuple[str, ...] = tuple(vars(stream_type)["name"] for stream_type in STREAM_TYPES)
 
 #: The API's `user_id` filter takes at most this many accounts.
 MAX_USER_IDS = 50
@@ -52,33 +48,7 @@ class RunFailedError(AnalyticsError):
     """One or more streams failed; each line says which and what to do."""
 
 
-class PageWriter(MsgSpecWriter):
-    """Singer messages encoded with msgspec, and whole pages of RECORDs in one write."""
-
-    _encode = msgspec.json.Encoder().encode
-
-    @override
-    def write_message(self, message: Message) -> None:
-        self._write(bytes(self.format_message(message)))
-
-    def write_records(self, stream: str, records: list[dict[str, t.Any]]) -> None:
-        """Write one RECORD message per record with a single write and flush."""
-        head = b'{"type":"RECORD","stream":' + self._encode(stream) + b',"record":'
-        tail = b',"time_extracted":' + self._encode(timestamps.now().isoformat()) + b"}\n"
-        encode = self._encode
-        self._write(b"".join([part for record in records for part in (head, encode(record), tail)]))
-
-    @staticmethod
-    def _write(data: bytes) -> None:
-        stdout = sys.stdout
-        if hasattr(stdout, "buffer"):
-            stdout.buffer.write(data)
-        else:  # a text stream without a byte layer, as test harnesses capture stdout
-            stdout.write(data.decode())
-        stdout.flush()
-
-
-class TapAnalytics(Tap):
+class TapAnalytics(SeamTap):
     """Singer tap for the Analytics API v1."""
 
     name = "tap-analytics"
@@ -111,6 +81,16 @@ class TapAnalytics(Tap):
             title="API URL",
             description="Base URL of the API, without /v1: change it for a regional host or a "
             "sandbox.",
+        ),
+        th.Property(
+            "allow_insecure_http",
+            th.BooleanType,
+            default=False,
+            title="Allow plain HTTP",
+            description="Allow an http:// api_url on a host other than this machine. Over plain "
+            "HTTP the API key and every record cross the network in clear text: anyone on the "
+            "way can read the key and use it. Leave false and use https://; http:// to 127.0.0.1, "
+            "::1 or localhost is always allowed.",
         ),
         th.Property(
             "start_date",
@@ -209,8 +189,14 @@ class TapAnalytics(Tap):
         self._check_settings()
 
     def _check_settings(self) -> None:
-        """What the JSON schema cannot say: a parseable start date, the API's 50-id limit."""
+        """What the JSON schema cannot say: a parseable date, 50 ids at most, no clear-text key."""
         errors = []
+        host = transport.remote_plain_http_host(str(self.config.get("api_url", "")))
+        if host and not self.config.get("allow_insecure_http"):
+            errors.append(
+                f"api_url: http:// to {host} would send the API key in clear text; use https://, "
+                "or set allow_insecure_http to true to accept that risk"
+            )
         start_date = self.config.get("start_date")
         try:
             if start_date:
@@ -242,25 +228,43 @@ class TapAnalytics(Tap):
             reserve=self.max_concurrency, share=float(self.config.get("rate_limit_share", 1))
         )
 
-    @override
-    def discover_streams(self) -> list[AnalyticsStream]:
-        return [stream_type(tap=self) for stream_type in STREAM_TYPES]
+    @property
+    def page_writer(self) -> PageWriter:
+        """The writer of this run's messages, which writes pages of records whole."""
+        writer = self.message_writer
+        assert isinstance(writer, PageWriter)
+        return writer
 
     @override
-    def sync_all(self) -> None:
-        # Replaces the SDK's loop, which fetches one stream after another: here one scheduler
-        # fetches the pages of all selected streams at once, and the streams are still written
-        # one after another. A stream the key may not read (403) does not stop the others.
-        self._reset_state_progress_markers()
-        self._set_compatible_replication_methods()
-        if self.state:
-            self.state_writer.write_state(self.state)
+    def discover_streams(self) -> list[AnalyticsStream]:
+        return [stream_type(self, resources=self) for stream_type in STREAM_TYPES]
+
+    @override
+    def load_state(self, state: dict[str, t.Any]) -> None:
+        # The SDK keeps only `bookmarks`; the tap's own part of STATE is kept beside them,
+        # after every released format has been migrated to the current one.
+        migrated = tap_state.migrate(state)
+        super().load_state(migrated)
+        t.cast("dict[str, t.Any]", self.state)[tap_state.KEY] = migrated[tap_state.KEY]
+
+    @override
+    def sync_selected_streams(self) -> None:
+        # One scheduler fetches the pages of all selected streams at once; the streams are
+        # still written one after another. A stream the key may not read (403) does not stop
+        # the others. The tap has no child streams and writes no progress markers, so the
+        # SDK's loop's other duties (resetting markers, forcing full-table parents) do not
+        # arise here.
+        if tap_state.KEY not in self.state:
+            self.load_state({})
+        self.state_writer.write_state(self.state)
         started = time.monotonic()
-        selected = [s for s in self.streams.values() if s.selected]
+        selected = [
+            s for s in self.streams.values() if isinstance(s, AnalyticsStream) and s.selected
+        ]
         failures: list[AnalyticsError] = []
         with PageScheduler(self.max_concurrency) as scheduler:
             for stream in selected:
-                stream.reader = scheduler.open(stream)
+                stream.read_from(scheduler.open(stream))
             for stream in selected:
                 if failures and not _stream_specific(failures[-1]):
                     stream.stats.finish("skipped")
@@ -295,6 +299,7 @@ def main() -> None:
     # collector's full passes during the run and at exit (about 60 ms of every run's end).
     gc.freeze()
     try:
+        check_contract()
         TapAnalytics.cli()
     except AnalyticsError as exc:
         for line in redactor.redact(str(exc)).splitlines():
