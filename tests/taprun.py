@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tap_analytics.sandbox import run_summary, tap_script, tap_settings
 from tap_analytics.tap import STREAM_NAMES
 
 if t.TYPE_CHECKING:
@@ -17,9 +17,8 @@ if t.TYPE_CHECKING:
 
 
 #: The console script, as users run it.
-TAP = str(Path(sys.executable).with_name("tap-analytics"))
+TAP = str(tap_script())
 STREAMS = STREAM_NAMES
-API_KEY = "sandbox-key"
 
 
 @dataclass
@@ -50,6 +49,13 @@ class TapRun:
     @property
     def last_state(self) -> dict[str, t.Any]:
         return self.states[-1]
+
+    @property
+    def summary(self) -> dict[str, t.Any]:
+        """The RUN_SUMMARY the tap logged at the end of the run."""
+        summary = run_summary(self.stderr.splitlines())
+        assert summary is not None, f"no RUN_SUMMARY on stderr:\n{self.stderr}"
+        return summary
 
 
 def tap_command(config: dict[str, t.Any], tmp_path: Path, state: dict | None = None) -> list[str]:
@@ -87,7 +93,7 @@ def run_tap(
 
 def tap_config(server: SandboxServer, **settings: t.Any) -> dict[str, t.Any]:
     """Settings pointing the tap at a sandbox."""
-    return {"api_key": API_KEY, "api_url": server.url, **settings}
+    return tap_settings(server.url, **settings)
 
 
 def ids(records: t.Iterable[dict[str, t.Any]]) -> set[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 from taprun import STREAMS, TapRun, ids, merged, run_tap, tap_command, tap_config
 
+from tap_analytics.sandbox import API_KEY
 from tap_analytics.timestamps import rfc3339
 
 if t.TYPE_CHECKING:
@@ -89,7 +90,7 @@ def offset_reader(server: SandboxServer, resource: str, page_size: int) -> set[s
         page = requests.get(
             f"{server.url}/v1/{resource}",
             params={"offset": offset, "limit": page_size},
-            headers={"X-API-Key": "sandbox-key"},
+            headers={"X-API-Key": API_KEY},
             timeout=10,
         ).json()["data"]
         seen.update(record["id"] for record in page)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import typing as t
@@ -12,6 +11,7 @@ import pytest
 from taprun import STREAMS, run_tap, tap_config
 
 from tap_analytics.records import RecordConformer, SchemaDriftError
+from tap_analytics.sandbox import NO_LIFETIME_KEY
 from tap_analytics.streams import MediaStream
 
 if t.TYPE_CHECKING:
@@ -45,11 +45,9 @@ def test_summary_counts_records_pages_and_retries_by_cause(
     block = run.stderr[run.stderr.index("Run summary") :]
     for stream in STREAMS:
         assert re.search(rf"{stream}\s+ok\s+100\s", block), stream
-    line = next(line for line in run.stderr.splitlines() if "RUN_SUMMARY" in line)
-    summary = json.loads(line.split("RUN_SUMMARY ", 1)[1])
-    assert summary["records"] == 700
+    assert run.summary["records"] == 700
     retries: dict[str, int] = {}
-    for stream in summary["streams"]:
+    for stream in run.summary["streams"]:
         for cause, count in stream["retries"].items():
             retries[cause] = retries.get(cause, 0) + count
     faults = server.stats()["faults"]
@@ -61,7 +59,7 @@ def test_summary_counts_records_pages_and_retries_by_cause(
 def test_a_failed_run_says_so_in_the_summary_and_the_exit_code(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    run = run_tap(tap_config(sandbox, api_key="sandbox-key-no-lifetime"), tmp_path)
+    run = run_tap(tap_config(sandbox, api_key=NO_LIFETIME_KEY), tmp_path)
     assert run.returncode == 1
     assert re.search(r"user_lifetime_insights\s+failed", run.stderr)
 

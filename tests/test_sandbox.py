@@ -12,19 +12,21 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 import pytest
 import requests
 
-from tap_analytics.sandbox import SandboxConfig, SandboxServer
-from tap_analytics.sandbox.records import RESOURCES as SANDBOX_RESOURCES
+from tap_analytics.sandbox import (
+    API_KEY,
+    FAULT_KINDS,
+    NO_LIFETIME_KEY,
+    RESOURCE_NAMES,
+    SandboxConfig,
+    SandboxServer,
+)
+from tap_analytics.timestamps import epoch
 
-KEY = "sandbox-key"
-NO_LIFETIME_KEY = "sandbox-key-no-lifetime"
-RESOURCES = tuple(SANDBOX_RESOURCES)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000")
-FAULT_KINDS = ("429", "500", "502", "503", "504", "reset", "stall", "truncated")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def get(
     session: requests.Session,
     server: SandboxServer,
     path: str,
-    key: str | None = KEY,
+    key: str | None = API_KEY,
     **params: object,
 ) -> requests.Response:
     if key is not None:
@@ -88,10 +90,6 @@ def assert_error(response: requests.Response, status: int, code: str) -> None:
     assert error["request_id"]
 
 
-def epoch(timestamp: str) -> int:
-    return int(datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S%z").timestamp())
-
-
 # --- envelope, paging, ordering --------------------------------------------------------------
 
 
@@ -114,7 +112,7 @@ def test_default_limit_is_25(sandbox, http):
     assert len(body["data"]) == 25
 
 
-@pytest.mark.parametrize("resource", RESOURCES)
+@pytest.mark.parametrize("resource", RESOURCE_NAMES)
 def test_every_resource_is_ordered_by_updated_at_then_id(sandbox, snapshot, http, resource):
     records = read_all(http, sandbox, resource)
     assert records == snapshot[resource]
@@ -188,9 +186,9 @@ def test_authentication_errors(sandbox, http):
 
 def test_header_key_wins_over_query_key(sandbox, http):
     url = sandbox.url + "/v1/media"
-    ok = http.get(url, params={"api_key": "nope"}, headers={"X-API-Key": KEY}, timeout=10)
+    ok = http.get(url, params={"api_key": "nope"}, headers={"X-API-Key": API_KEY}, timeout=10)
     assert ok.status_code == 200
-    bad = http.get(url, params={"api_key": KEY}, headers={"X-API-Key": "nope"}, timeout=10)
+    bad = http.get(url, params={"api_key": API_KEY}, headers={"X-API-Key": "nope"}, timeout=10)
     assert_error(bad, 401, "invalid_api_key")
 
 
@@ -221,19 +219,19 @@ def test_rate_limit_headers_on_every_response(sandbox, http):
 def test_gzip_only_when_asked(sandbox, http):
     url = sandbox.url + "/v1/media"
     zipped = http.get(
-        url, params={"api_key": KEY}, headers={"Accept-Encoding": "gzip"}, stream=True
+        url, params={"api_key": API_KEY}, headers={"Accept-Encoding": "gzip"}, stream=True
     )
     raw = zipped.raw.read(decode_content=False)
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert int(zipped.headers["Content-Length"]) == len(raw)
     assert json.loads(gzip.decompress(raw))["paging"]["total"] == 200
-    plain = http.get(url, params={"api_key": KEY}, headers={"Accept-Encoding": "identity"})
+    plain = http.get(url, params={"api_key": API_KEY}, headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
     assert plain.json()["paging"]["total"] == 200
 
 
 def test_key_never_echoed(sandbox, http):
-    for key in ("sandbox-secret-value", KEY):
+    for key in ("sandbox-secret-value", API_KEY):
         response = get(http, sandbox, "/v1/media", key=key, limit=500)
         assert key not in response.text
 
@@ -261,7 +259,7 @@ def test_rate_limit_and_retry_after_window(fresh, http):
 def test_each_fault_kind(fresh, http, kind):
     fresh.configure(fault_rate=1.0, faults=(kind,), stall_seconds=0.5)
     url = fresh.url + "/v1/media"
-    params = {"api_key": KEY, "limit": 100}
+    params = {"api_key": API_KEY, "limit": 100}
     if kind == "reset":
         with pytest.raises(requests.ConnectionError):
             http.get(url, params=params, timeout=5)
@@ -380,7 +378,7 @@ def test_inserts_and_deletes(fresh):
     fresh.mutate(deletes=5)
     assert grown - 10 <= size() <= grown - 5
     snapshot = fresh.snapshot()
-    for resource in RESOURCES:
+    for resource in RESOURCE_NAMES:
         ids = [record["id"] for record in snapshot[resource]]
         assert len(ids) == len(set(ids))
     assert {r["id"] for r in snapshot["media"]} == {r["id"] for r in snapshot["media_insights"]}
@@ -430,7 +428,7 @@ def walk(value: object) -> Iterator[object]:
 
 
 def test_quirks_are_all_present(snapshot):
-    records = [record for resource in RESOURCES for record in snapshot[resource]]
+    records = [record for resource in RESOURCE_NAMES for record in snapshot[resource]]
     timestamps = [
         value
         for resource in ("users", "media", "stories")
@@ -453,7 +451,7 @@ def test_quirks_are_all_present(snapshot):
     assert any(isinstance(v, int) and v > 2**31 for r in records for v in walk(r))
     assert any({"ig_new_metric", "ig_experiment"} & set(r) for r in records)
     assert any(isinstance(r.get("ig_experiment"), dict) for r in records)
-    for resource in RESOURCES:
+    for resource in RESOURCE_NAMES:
         ties = Counter(record["updated_at"] for record in snapshot[resource])
         assert max(ties.values()) > 1
 
@@ -476,7 +474,7 @@ def test_fields_follow_the_reference(snapshot):
     assert {r["account_type"] for r in snapshot["users"]} == {"BUSINESS", "CREATOR", "PERSONAL"}
     assert {r["media_type"] for r in snapshot["stories"]} == {"IMAGE", "VIDEO"}
     user_ids = {r["id"] for r in snapshot["users"]}
-    for resource in RESOURCES[1:]:
+    for resource in RESOURCE_NAMES[1:]:
         assert {r["user_id"] for r in snapshot[resource]} <= user_ids
     for lifetime in snapshot["user_lifetime_insights"]:
         assert lifetime["id"] == lifetime["user_id"]

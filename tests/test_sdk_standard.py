@@ -6,7 +6,7 @@ import atexit
 
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_analytics.sandbox import SandboxConfig, SandboxServer
+from tap_analytics.sandbox import SandboxConfig, SandboxServer, tap_settings
 from tap_analytics.tap import TapAnalytics
 
 # The SDK builds its test class from a config known at import time, so the sandbox starts here.
@@ -15,6 +15,6 @@ atexit.register(_sandbox.close)
 
 TestTapAnalytics = get_tap_test_class(
     TapAnalytics,
-    config={"api_key": "sandbox-key", "api_url": _sandbox.url, "page_size": 15},
+    config=tap_settings(_sandbox.url, page_size=15),
     suite_config=SuiteConfig(max_records_limit=None),
 )
