@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif spec.type == "bool":
             parser.add_argument(flag, action="store_true", help=help_text)
         else:
-            parser.add_argument(flag, type=_PARSERS[spec.type], help=help_text)
+            parser.add_argument(flag, type=_PARSERS[str(spec.type)], help=help_text)
     return parser
 
 

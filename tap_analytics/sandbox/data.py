@@ -45,14 +45,12 @@ class Table:
     ) -> None:
         self.spec = spec
         self._ids = ids
-        key_of = [
-            f"{ts:0{_TS_DIGITS}d}{rid}" for rid, ts in zip(record_ids, timestamps, strict=True)
-        ]
-        order = sorted(range(len(key_of)), key=key_of.__getitem__)
-        self.keys = [key_of[slot] for slot in order]  # API order: updated_at, then id
+        keys = [f"{ts:0{_TS_DIGITS}d}{rid}" for rid, ts in zip(record_ids, timestamps, strict=True)]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self.keys = [keys[slot] for slot in order]  # API order: updated_at, then id
         self.slots = array("q", order)  # slot of each entry of keys
-        self.key_of: list[str | None] = key_of  # by slot; None once deleted
-        self.versions = array("q", [0]) * len(key_of)  # by slot
+        self.key_of: list[str | None] = list(keys)  # by slot; None once deleted
+        self.versions = array("q", [0]) * len(keys)  # by slot
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -222,7 +220,7 @@ class Dataset:
                 for name, table in self._tables.items()
             }
         records = {name: [self.render(name, row) for row in page] for name, page in rows.items()}
-        return msgspec.json.decode(msgspec.json.encode(records))
+        return msgspec.json.decode(msgspec.json.encode(records), type=dict[str, list[Record]])
 
     def mutate(
         self,

@@ -165,7 +165,7 @@ class SandboxServer:
         if self._httpd is None:
             raise RuntimeError("the sandbox is not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def config(self) -> SandboxConfig:
