@@ -26,7 +26,7 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
 
 #: The singer-sdk releases this seam was checked against (README: *Supported SDK versions*).
-SUPPORTED_SDK = ">=0.54.9,<0.56"
+SUPPORTED_SDK = "~=0.54.9"
 
 _T = t.TypeVar("_T")
 
