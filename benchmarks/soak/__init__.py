@@ -1,0 +1,1 @@
+"""The soak run's parts; `scripts/soak.py` is its command."""
