@@ -75,8 +75,8 @@ def fatal_response(response: requests.Response) -> str | None:
         target = urlsplit(urljoin(response.url or "", location))
         return (
             f"answered HTTP {status}, a redirect to {target.scheme}://{target.netloc}"
-            f"{target.path}, which the tap does not follow (the API key would go along); set "
-            "api_url to the API's base URL"
+            f"{target.path}, which the tap does not follow (the API key would go along); check "
+            "api_url: set it to the API's base URL"
         )
     if not 200 <= status < 300:
         return None
