@@ -13,6 +13,7 @@ Buffers are bounded, so memory does not grow with the data.
 from __future__ import annotations
 
 import threading
+import time
 import typing as t
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ if t.TYPE_CHECKING:
 #: the others together. This bounds memory whatever the size of the data.
 CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
+#: How long closing waits for requests in flight. A process that exits while a worker is inside
+#: OpenSSL (a handshake, loading CA certificates) crashes in OpenSSL's exit cleanup (SIGSEGV);
+#: a handshake takes milliseconds, and a worker sleeping in backoff is left behind.
+CLOSE_WAIT_SECONDS = 2.0
 
 
 class PageSource(t.Protocol):
@@ -252,6 +257,10 @@ class PageScheduler:
         with self.condition:
             self._closed = True
             self.condition.notify_all()
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        for thread in self._threads:
+            if thread.ident is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def open(self, stream: PageSource) -> StreamReader:
         """Start fetching a stream's pages; the reader hands them over in order."""
