@@ -13,8 +13,8 @@
 * ``meltano_env`` (per test): environment variables for one isolated run: a
   private system database (so state never leaks between tests), and a private
   DuckDB file.
-* ``sandbox_factory`` (per test): starts in-process sandbox API servers and stops
-  them at the end of the test.
+
+Sandboxes come from ``start_sandbox`` in ``tests/conftest.py``.
 
 Under CI (``CI`` set), a missing PostgreSQL or Meltano fails the tests instead of
 skipping them, so a broken install can never pass as "skipped".
@@ -34,11 +34,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tap_analytics.sandbox import API_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IN_CI = bool(os.environ.get("CI"))
@@ -349,7 +351,7 @@ def meltano_env(tmp_path: Path) -> dict[str, str]:
     return {
         "MELTANO_ENVIRONMENT": "dev",
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-        "TAP_ANALYTICS_API_KEY": "sandbox-key",
+        "TAP_ANALYTICS_API_KEY": API_KEY,
         "TARGET_DUCKDB_LOCAL_PATH": str(tmp_path / "warehouse.duckdb"),
     }
 
@@ -364,20 +366,3 @@ def target_postgres_env(pg_database: PostgresParams) -> dict[str, str]:
         "TARGET_POSTGRES_PASSWORD": pg_database.password,
         "TARGET_POSTGRES_DATABASE": pg_database.dbname,
     }
-
-
-# --------------------------------------------------------------------------- Sandbox
-
-
-@pytest.fixture
-def sandbox_factory() -> Iterator[Callable[..., Any]]:
-    """Start sandbox API servers (``SandboxConfig`` keyword arguments); stopped at teardown."""
-    sandbox_module = pytest.importorskip("tap_analytics.sandbox")
-    with contextlib.ExitStack() as stack:
-
-        def start(**config: Any) -> Any:
-            config.setdefault("seed", 1)
-            server = sandbox_module.SandboxServer(sandbox_module.SandboxConfig(**config))
-            return stack.enter_context(server)
-
-        yield start

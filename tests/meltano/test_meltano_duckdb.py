@@ -25,9 +25,9 @@ def ids_per_table(path: Path) -> dict[str, list[str]]:
 
 
 def test_rows_per_table_equal_the_sandbox(
-    meltano_project: Any, meltano_env: dict[str, str], sandbox_factory: Any
+    meltano_project: Any, meltano_env: dict[str, str], start_sandbox: Any
 ) -> None:
-    sb = sandbox_factory(records_per_resource=150)
+    sb = start_sandbox(records_per_resource=150)
     env = {**meltano_env, "TAP_ANALYTICS_API_URL": sb.url}
     warehouse = Path(env["TARGET_DUCKDB_LOCAL_PATH"])
 
