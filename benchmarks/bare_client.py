@@ -1,13 +1,16 @@
 """The floor any tap must do: page every resource, decode, re-encode each record, write it.
 
-    python benchmarks/bare_client.py sequential URL [--api-key KEY] > /dev/null
-    python benchmarks/bare_client.py concurrent URL [--api-key KEY] [--workers 8] > /dev/null
+    python benchmarks/bare_client.py sequential URL --api-key KEY --resources A,B,... > /dev/null
+    python benchmarks/bare_client.py concurrent URL --api-key KEY --resources A,B,... \
+        [--workers 8] > /dev/null
 
 No Singer envelope, no schema, no state, no retries: a `requests.Session`, the stdlib `json`
 module and offset/limit paging. `sequential` has one request in flight; `concurrent` reads the
 first page of every resource to learn `paging.total`, then fetches the remaining offsets with a
 thread pool (`--workers` requests in flight) and writes the pages in order. Each record goes to
-stdout as one JSON line; the number of records is printed to stderr as `records=N`.
+stdout as one JSON line; the number of records is printed to stderr as `records=N`. The key
+and the resources come from the benchmark (the sandbox's own, `tap_analytics.sandbox`): this
+client imports nothing of the project, so that its start-up stays the floor.
 """
 
 from __future__ import annotations
@@ -22,15 +25,6 @@ from typing import Any
 
 import requests
 
-RESOURCES = (
-    "users",
-    "media",
-    "stories",
-    "media_insights",
-    "story_insights",
-    "user_insights",
-    "user_lifetime_insights",
-)
 PAGE_SIZE = 100
 
 
@@ -58,10 +52,10 @@ def write_page(out: Any, page: dict[str, Any]) -> int:
     return len(page["data"])
 
 
-def sequential(base: str, key: str, out: Any) -> int:
+def sequential(base: str, key: str, resources: list[str], out: Any) -> int:
     session = requests.Session()
     count = 0
-    for resource in RESOURCES:
+    for resource in resources:
         offset = 0
         while True:
             page = fetch(session, base, key, resource, offset)
@@ -72,7 +66,7 @@ def sequential(base: str, key: str, out: Any) -> int:
     return count
 
 
-def concurrent(base: str, key: str, out: Any, workers: int) -> int:
+def concurrent(base: str, key: str, resources: list[str], out: Any, workers: int) -> int:
     local = threading.local()
 
     def get(resource: str, offset: int) -> dict:
@@ -83,13 +77,13 @@ def concurrent(base: str, key: str, out: Any, workers: int) -> int:
 
     count = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        firsts = [pool.submit(get, resource, 0) for resource in RESOURCES]
+        firsts = [pool.submit(get, resource, 0) for resource in resources]
         # Every remaining page, in output order; pages are written in that order through a
         # bounded window of futures, so memory stays flat while `workers` requests are in flight.
         window: deque[Future[dict]] = deque()
 
         def offsets() -> Any:
-            for resource, first in zip(RESOURCES, firsts, strict=True):
+            for resource, first in zip(resources, firsts, strict=True):
                 page = first.result()
                 yield None, page
                 total = page["paging"].get("total")
@@ -118,15 +112,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["sequential", "concurrent"])
     parser.add_argument("url", help="base URL of the API, without /v1")
-    parser.add_argument("--api-key", default="sandbox-key")
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--resources", required=True, help="comma-separated, in output order")
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
     base = args.url.rstrip("/")
+    resources = args.resources.split(",")
     out = sys.stdout
     if args.mode == "sequential":
-        count = sequential(base, args.api_key, out)
+        count = sequential(base, args.api_key, resources, out)
     else:
-        count = concurrent(base, args.api_key, out, args.workers)
+        count = concurrent(base, args.api_key, resources, out, args.workers)
     out.flush()
     sys.stderr.write(f"records={count}\n")
 

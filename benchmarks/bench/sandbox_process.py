@@ -1,0 +1,83 @@
+"""The sandbox API in its own process, as the contenders meet it, with its CPU time at hand."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.machine import CLOCK_TICKS, REPO
+from tap_analytics.sandbox import API_KEY, RESOURCE_NAMES
+
+
+class Sandbox:
+    """The sandbox API in its own process, with its CPU time and request counter at hand."""
+
+    def __init__(
+        self, python: Path, records: int, latency_ms: int, workdir: Path, name: str
+    ) -> None:
+        self.records = records
+        self.latency_ms = latency_ms
+        self._stderr = open(workdir / f"sandbox-{name}.err", "wb")  # noqa: SIM115
+        argv = [
+            str(python),
+            "-m",
+            "tap_analytics.sandbox",
+            "--port",
+            "0",
+            "--records-per-resource",
+            str(records),
+            "--latency-ms",
+            str(latency_ms),
+            "--api-key",
+            API_KEY,
+        ]
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            self.close()
+            sys.exit(f"the sandbox did not start; see {self._stderr.name}")
+        self.expected = {resource: self._total(resource) for resource in RESOURCE_NAMES}
+
+    def _get(self, path: str) -> Any:
+        request = urllib.request.Request(self.url + path, headers={"X-API-Key": API_KEY})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def _total(self, resource: str) -> int:
+        """The resource's paging.total: what every contender must read of it."""
+        return int(self._get(f"/v1/{resource}?limit=1")["paging"]["total"])
+
+    def requests_served(self) -> int:
+        """API requests so far (the admin endpoints do not count)."""
+        return int(self._get("/_sandbox/stats")["requests"])
+
+    def cpu_seconds(self) -> float:
+        """user+sys CPU of the sandbox process (all its threads) so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def close(self) -> None:
+        """Stop the sandbox (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
