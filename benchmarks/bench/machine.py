@@ -10,11 +10,11 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from bench import log
+from tap_analytics import timestamps
 from tap_analytics.sandbox import tap_script
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def machine_info(python: Path) -> dict[str, Any]:
         text=True,
     ).stdout.strip()
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": timestamps.now().isoformat(timespec="seconds"),
         "nproc": len(os.sched_getaffinity(0)),
         "cpu_model": model,
         "memory_gb": round(mem_kb / 1024**2, 1),
