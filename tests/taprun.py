@@ -51,6 +51,12 @@ class TapRun:
         return self.states[-1]
 
     @property
+    def error_lines(self) -> list[str]:
+        """The one-line failure reports the tap printed on stderr (`tap-analytics: error: ...`)."""
+        lines = self.stderr.splitlines()
+        return [line for line in lines if line.startswith("tap-analytics: error:")]
+
+    @property
     def summary(self) -> dict[str, t.Any]:
         """The RUN_SUMMARY the tap logged at the end of the run."""
         summary = run_summary(self.stderr.splitlines())
