@@ -125,20 +125,30 @@ def _list_query(query: _Query) -> _ListQuery:
 
 
 class RateLimiter:
-    """Fixed windows of requests per API key; enforced only when a limit is configured."""
+    """Fixed windows of requests per API key; enforced only when a limit is configured.
+
+    A key's window opens with its first request after the last window closed
+    (`rate_window_start` first_request), or windows follow the wall clock (clock: they start
+    at multiples of `rate_window` seconds since the epoch, for every key alike).
+    """
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[float, int]] = {}  # key -> (window start, requests)
         self._lock = threading.Lock()
 
-    def _window(self, key: str, window: float, now: float) -> tuple[float, int]:
-        start, count = self._windows.get(key, (now, 0))
+    def _window(self, key: str, config: SandboxConfig, now: float) -> tuple[float, int]:
+        window = config.rate_window
+        start, count = self._windows.get(key, (-math.inf, 0))
+        if config.rate_window_start == "clock":
+            aligned = now - time.time() % window  # the wall clock's window, on `now`'s clock
+            # The two clocks drift apart by far less than a millisecond within a window.
+            return (start, count) if abs(aligned - start) < 1e-3 else (aligned, 0)
         return (now, 0) if now - start >= window else (start, count)
 
     def admit(self, key: str, config: SandboxConfig, now: float) -> int:
         """Count a request; return 0 if admitted, else the seconds to wait (Retry-After)."""
         with self._lock:
-            start, count = self._window(key, config.rate_window, now)
+            start, count = self._window(key, config, now)
             if config.rate_limit is not None and count >= config.rate_limit:
                 self._windows[key] = (start, count)
                 return max(1, math.ceil(start + config.rate_window - now))
@@ -149,7 +159,7 @@ class RateLimiter:
         """Return the X-RateLimit-* headers for a key (None: a request with no valid key)."""
         limit = config.rate_limit or DEFAULT_RATE_LIMIT
         with self._lock:
-            start, count = (now, 0) if key is None else self._window(key, config.rate_window, now)
+            start, count = (now, 0) if key is None else self._window(key, config, now)
         enforced = config.rate_limit is not None  # unlimited: never suggest slowing down
         return {
             "X-RateLimit-Limit": str(limit),
@@ -166,6 +176,7 @@ class Stats:
         self._counts: Counter[str] = Counter()
         self._responses: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
+        self.first_request_at: float | None = None  # wall clock, for benchmarks' floors
 
     def add(self, name: str, amount: int = 1) -> int:
         """Add to a counter and return its new value."""
@@ -190,6 +201,7 @@ class Stats:
                 **{name: self._counts[name] for name in _COUNTERS},
                 "responses": dict(self._responses),
                 "faults": dict(self._faults),
+                "first_request_at": self.first_request_at,
             }
 
 
@@ -219,7 +231,10 @@ class SandboxApi:
     def __init__(self, config: SandboxConfig) -> None:
         self._config = config
         self.dataset = Dataset(
-            config.records_per_resource, config.seed, Clock(frozen=config.frozen_clock)
+            config.records_per_resource,
+            config.seed,
+            Clock(frozen=config.frozen_clock),
+            accounts=config.accounts,
         )
         self.stats = Stats()
         self._rates = RateLimiter()
@@ -269,7 +284,8 @@ class SandboxApi:
         arrived, config = time.monotonic(), self._config
         key = headers.get("X-API-Key") or _param(query, "api_key")
         request_id = f"req_{next(self._request_ids):012d}"
-        self.stats.add("requests")
+        if self.stats.add("requests") == 1:
+            self.stats.first_request_at = time.time()
         with self._lock:
             if arrived < self._retry_until.get(key, 0.0):
                 self.stats.add("requests_in_retry_after_window")

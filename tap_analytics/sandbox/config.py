@@ -10,9 +10,12 @@ LIFETIME_SCOPE = "insights:lifetime"
 READ_SCOPE = "read"
 FULL_SCOPES = (READ_SCOPE, LIFETIME_SCOPE)
 DEFAULT_RATE_LIMIT = 600
+RATE_WINDOW_STARTS = ("first_request", "clock")
 MAX_RECORDS_PER_RESOURCE = 5_000_000
 # Fixed when the server is built: changing them would mean rebuilding the dataset or socket.
-STATIC_SWITCHES = frozenset({"records_per_resource", "seed", "host", "port", "frozen_clock"})
+STATIC_SWITCHES = frozenset(
+    {"records_per_resource", "accounts", "seed", "host", "port", "frozen_clock"}
+)
 _NON_NEGATIVE = (
     "latency_ms",
     "stall_seconds",
@@ -39,6 +42,13 @@ class SandboxConfig:
         default=100, metadata={"help": "initial records in each of the 7 resources"}
     )
     seed: int = field(default=1, metadata={"help": "seed of the data, faults and mutations"})
+    accounts: int = field(
+        default=0,
+        metadata={
+            "help": "accounts owning the records (0: one per record); users and their "
+            "lifetime insights have one record per account"
+        },
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=0, metadata={"help": "port to listen on (0: a free port)"})
     api_keys: dict[str, tuple[str, ...]] = field(
@@ -50,6 +60,14 @@ class SandboxConfig:
         default=None, metadata={"help": "requests per window and key (default: unlimited)"}
     )
     rate_window: float = field(default=60.0, metadata={"help": "rate limit window in seconds"})
+    rate_window_start: str = field(
+        default="first_request",
+        metadata={
+            "help": "where rate limit windows start: first_request (a key's window opens with "
+            "its first request after the last one closed) or clock (every rate_window seconds of "
+            "the wall clock, the same for every key)"
+        },
+    )
     fault_rate: float = field(
         default=0.0, metadata={"help": "probability that an API request gets a fault"}
     )
@@ -98,6 +116,8 @@ class SandboxConfig:
             raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
         if not 1 <= self.records_per_resource <= MAX_RECORDS_PER_RESOURCE:
             raise ValueError(f"records_per_resource must be 1..{MAX_RECORDS_PER_RESOURCE}")
+        if self.accounts < 0:
+            raise ValueError("accounts must not be negative")
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError("rate_limit must be at least 1 (or None for no limit)")
         for name in ("fault_rate", "missing_total_rate"):
@@ -105,6 +125,8 @@ class SandboxConfig:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.rate_window <= 0:
             raise ValueError("rate_window must be positive")
+        if self.rate_window_start not in RATE_WINDOW_STARTS:
+            raise ValueError(f"rate_window_start must be one of {', '.join(RATE_WINDOW_STARTS)}")
         for name in _NON_NEGATIVE:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

@@ -152,22 +152,24 @@ class Clock:
 class Dataset:
     """All seven resources, thread-safe: queries and mutations hold one lock briefly."""
 
-    def __init__(self, records_per_resource: int, seed: int, clock: Clock) -> None:
+    def __init__(
+        self, records_per_resource: int, seed: int, clock: Clock, accounts: int = 0
+    ) -> None:
         self.clock = clock
-        self.ids = Ids(seed, records_per_resource)
+        # One account per record unless fewer are asked for; then the per-account resources
+        # (users, their lifetime insights) have one record per account.
+        accounts = min(accounts or records_per_resource, records_per_resource)
+        self.ids = Ids(seed, accounts)
         span = max(1, records_per_resource // 3)  # ~3 records per second: many updated_at ties
         self._tables: dict[str, Table] = {}
         self._bodies: dict[str, dict[str, list[Record]]] = {}
         id_lists: dict[object, list[str]] = {}  # resources with the same id maker share a list
         for spec in SPECS:
+            count = accounts if spec.per_account else records_per_resource
             if spec.make_id not in id_lists:
-                id_lists[spec.make_id] = [
-                    spec.make_id(self.ids, s) for s in range(records_per_resource)
-                ]
+                id_lists[spec.make_id] = [spec.make_id(self.ids, s) for s in range(count)]
             rng = random.Random(f"{seed}:{spec.name}:updated_at")
-            timestamps = (
-                FIRST_UPDATE + int(rng.random() * span) for _ in range(records_per_resource)
-            )
+            timestamps = (FIRST_UPDATE + int(rng.random() * span) for _ in range(count))
             self._tables[spec.name] = Table(spec, self.ids, id_lists[spec.make_id], timestamps)
             self._bodies[spec.name] = make_bodies(spec, seed)
         self._families = {
