@@ -27,8 +27,9 @@ _INVALID_URL: tuple[tuple[type[Exception], str], ...] = (
 #: What sending a request may raise: requests' own errors, and urllib3's about a host name.
 SEND_ERRORS = (requests.RequestException, LocationValueError)
 
-#: A body that starts with anything else is no cut-off envelope: the API's bodies are objects.
-_JSON_OBJECT_START = b"{"
+#: A body that starts with anything else is not JSON cut off; JSON of another shape is told
+#: apart by the decoder (not_an_envelope).
+_JSON_STARTS = (b"{", b"[")
 
 
 def fatal_exception(exc: Exception) -> str | None:
@@ -83,9 +84,7 @@ def fatal_response(response: requests.Response) -> str | None:
     content_type = response.headers.get("Content-Type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     body = response.content.lstrip()
-    if (media_type and not _is_json(media_type)) or (
-        body and not body.startswith(_JSON_OBJECT_START)
-    ):
+    if (media_type and not _is_json(media_type)) or (body and not body.startswith(_JSON_STARTS)):
         sample = body[:40].decode("utf-8", "replace").split("\n", 1)[0]
         return (
             f"answered HTTP {status} with {media_type or 'no Content-Type'} ({sample!r}…), not "

@@ -324,6 +324,10 @@ def other_json(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], by
     return 200, {"Content-Type": "application/json"}, b'{"status": "ok", "version": "2.1"}'
 
 
+def json_array(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+    return 200, {"Content-Type": "application/json"}, b'[{"id": "1"}]'
+
+
 def html_as_json(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "application/json"}, b"<html><body>Welcome</body></html>"
 
@@ -338,9 +342,10 @@ def redirect_loop(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str],
         (web_page, ("HTTP 200 with text/html", "<!doctype html>", "not a web site")),
         (html_as_json, ("HTTP 200 with application/json", "<html>", "not the API's JSON")),
         (other_json, ("HTTP 200 with JSON that is not the API's list response",)),
+        (json_array, ("HTTP 200 with JSON that is not the API's list response",)),
         (redirect_loop, ("HTTP 302, a redirect to http://127.0.0.1:", "does not follow")),
     ],
-    ids=["html page", "html labelled json", "other json", "redirect loop"],
+    ids=["html page", "html labelled json", "other json", "json array", "redirect loop"],
 )
 @pytest.mark.parametrize("key_location", ["query", "header"])
 def test_an_api_url_that_is_not_the_api_ends_the_run_at_once(
