@@ -425,6 +425,23 @@ def test_the_certificate_check_is_told_apart_from_other_tls_errors() -> None:
 
 
 @pytest.mark.parametrize(
+    ("exc", "said"),
+    [
+        (requests.exceptions.TooManyRedirects(), "redirects in a loop"),
+        (requests.exceptions.InvalidHeader(f"value '{SECRET}\\n'"), "user_agent, and api_key"),
+        (requests.exceptions.MissingSchema(f"Invalid URL 'x?api_key={SECRET}'"), "has no scheme"),
+    ],
+)
+def test_what_requests_refuses_to_send_is_not_retried_nor_echoed(
+    exc: requests.RequestException, said: str
+) -> None:
+    """Requests' messages hold the URL (query key included) or a header's escaped value."""
+    problem = transport.fatal_exception(exc) or ""
+    assert said in problem
+    assert "7Hq2" not in problem
+
+
+@pytest.mark.parametrize(
     "api_url", ["http://api.example.com", "http://10.0.0.5:8080", "http://localhost.example.com"]
 )
 def test_plain_http_to_another_host_is_refused_before_any_request(
