@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import typing as t
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
@@ -27,7 +28,7 @@ from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
 from tap_analytics.scheduler import Page, PageScheduler, StreamReader
-from tap_analytics.sdk import SeamStream
+from tap_analytics.sdk import SeamStream, record_messages
 from tap_analytics.stats import StreamStats
 
 if t.TYPE_CHECKING:
@@ -35,7 +36,7 @@ if t.TYPE_CHECKING:
     from tap_analytics.writer import PageWriter
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from backoff.types import Details
     from singer_sdk.helpers.types import Context, TapState
@@ -87,11 +88,21 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     def __init__(self, tap: Tap, *, resources: RunResources) -> None:
         super().__init__(tap)
         self.resources = resources
-        self._reader: StreamReader | None = None
+        self._units: list[ReadUnit] | None = None
 
-    def read_from(self, reader: StreamReader) -> None:
-        """Take this run's pages from `reader`, opened on the tap's shared scheduler."""
-        self._reader = reader
+    def read_from(self, units: list[ReadUnit]) -> None:
+        """Write this run's pages from `units` (its own window first), on the tap's scheduler."""
+        self._units = units
+
+    def own_window(self, reader: StreamReader) -> ReadUnit:
+        """The unit of the stream's own window: its bookmark follows the pages written."""
+        stream_state = self.stream_state
+
+        def written(bookmark: str) -> None:
+            stream_state["replication_key"] = self.replication_key
+            stream_state["replication_key_value"] = bookmark
+
+        return ReadUnit(reader, written)
 
     @property
     @override
@@ -164,9 +175,10 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             if next_page_token.updated_since is not None:
                 params["updated_since"] = timestamps.api_form(next_page_token.updated_since)
             if next_page_token.updated_until is not None:
-                params["updated_until"] = next_page_token.updated_until
-        if user_ids := self.config.get("user_ids"):
-            params["user_id"] = ",".join(user_ids)
+                params["updated_until"] = timestamps.api_form(next_page_token.updated_until)
+        accounts = next_page_token.accounts if next_page_token is not None else None
+        if accounts := accounts or self.config.get("user_ids"):
+            params["user_id"] = ",".join(accounts)
         return params
 
     def window_start(self) -> str | None:
@@ -311,22 +323,22 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     # Records ------------------------------------------------------------------------------
 
     def pages(self) -> Iterator[Page]:
-        """This stream's pages in `updated_at` order.
+        """This stream's own window, in `updated_at` order (the SDK's record loop reads it).
 
-        In the tap's sync they come from the reader it handed over (`read_from`). Where the
-        SDK drives the stream alone (its dry run behind `--test`), the stream reads on a
+        In the tap's sync the pages come from the reader it handed over (`read_from`). Where
+        the SDK drives the stream alone (its dry run behind `--test`), the stream reads on a
         scheduler of its own.
         """
-        if self._reader is not None:
-            yield from self._counted(self._reader.pages())
+        if self._units is not None:
+            yield from self._counted(self._units[0])
             return
         with PageScheduler(self.resources.max_concurrency) as scheduler:
-            yield from self._counted(scheduler.open(self).pages())
+            yield from self._counted(self.own_window(scheduler.open(self)))
 
-    def _counted(self, pages: Iterator[Page]) -> Iterator[Page]:
-        for page in pages:
+    def _counted(self, unit: ReadUnit) -> Iterator[Page]:
+        for page in unit.reader.pages():
             yield page
-            self.stats.count_records(len(page.records), self.logger)
+            self.stats.count_records(len(page.records), self.logger, backfill=unit.backfill)
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
@@ -340,19 +352,25 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         return self.conformer.conform(records)
 
     def expect_records(self, total: int | None) -> None:
-        """The API's count of records in this run's window, for progress lines."""
-        self.stats.expected_records = total
+        """The API's count of records in a window of this run, for progress lines."""
+        if total is not None:
+            self.stats.expected_records = (self.stats.expected_records or 0) + total
 
     # The page path (sdk.SeamStream) -------------------------------------------------------
 
     @override
+    def writes_pages(self) -> bool:
+        # The SDK's dry run (`--test`) stops after a few records: its own loop does that.
+        return self.ABORT_AT_RECORD_COUNT is None
+
     def writes_pages_whole(self) -> bool:
-        # Stream maps, deselected fields, dry-run limits and an overridden post_process ask
-        # for per-record handling: those go through the SDK's record loop.
+        """Whether nothing asks for per-record handling: the page goes out in one write.
+
+        Stream maps, deselected fields and an overridden post_process need each record.
+        """
         maps = self.stream_maps
         return (
-            self.ABORT_AT_RECORD_COUNT is None
-            and type(self).post_process is Stream.post_process
+            type(self).post_process is Stream.post_process
             and len(maps) == 1
             and type(maps[0]) is SameRecordTransform
             and maps[0].stream_alias == self.name
@@ -361,19 +379,52 @@ class AnalyticsStream(SeamStream[WindowCursor]):
 
     @override
     def write_pages(self) -> None:
-        # Pages are conformed once by the conformer and written with one encode and one
-        # flush, which is most of the tap's speed; STATE follows every few pages and claims
-        # only what has been written.
-        stream_state = self.stream_state
-        writer = self.resources.page_writer
+        # Pages are conformed once by the conformer and, unless a record needs the SDK's
+        # per-record handling, written with one encode and one flush: most of the tap's
+        # speed. Each unit (the stream's window, then its backfills) is written whole, in
+        # order; STATE follows every few pages and claims only what has been written.
+        if self._units is None:
+            with PageScheduler(self.resources.max_concurrency) as scheduler:
+                self._units = [self.own_window(scheduler.open(self))]
+                self.write_pages()
+            return
+        whole = self.writes_pages_whole()
         state_writer = self.resources.state_writer
         with self.get_record_counter() as counter, self.get_sync_timer():
-            for number, page in enumerate(self.pages(), start=1):
-                if page.records:
-                    writer.write_records(self.name, page.records)
-                    counter.increment(len(page.records))
-                stream_state["replication_key"] = self.replication_key
-                stream_state["replication_key_value"] = page.bookmark
-                if number % STATE_EVERY_PAGES == 0:
-                    state_writer.write_state(self.tap_state)
-        state_writer.write_state(self.tap_state)
+            for unit in self._units:
+                for number, page in enumerate(self._counted(unit), start=1):
+                    if page.records:
+                        counter.increment(self._write_records(page.records, whole=whole))
+                    unit.written(page.bookmark)
+                    if number % STATE_EVERY_PAGES == 0:
+                        state_writer.write_state(self.tap_state)
+                unit.finished()
+                state_writer.write_state(self.tap_state)
+
+    def _write_records(self, records: list[dict[str, t.Any]], *, whole: bool) -> int:
+        """Write a page's RECORD messages; return how many records were written."""
+        writer = self.resources.page_writer
+        if whole:
+            writer.write_records(self.name, records)
+            return len(records)
+        written = 0
+        for record in records:
+            row = self.post_process(record, None)
+            if row is not None:
+                for message in record_messages(self, row):
+                    writer.write_message(message)
+                written += 1
+        return written
+
+
+@dataclass
+class ReadUnit:
+    """Pages a stream writes in one piece, and what STATE records as they are written."""
+
+    reader: StreamReader
+    #: Everything before this bookmark is written.
+    written: Callable[[str], None]
+    #: The last page is written.
+    finished: Callable[[], None] = lambda: None
+    #: Whether the unit backfills accounts new to the stream (for the run summary).
+    backfill: bool = False

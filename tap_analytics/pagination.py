@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
@@ -35,11 +35,25 @@ decode_envelope = msgspec.json.Decoder(Envelope).decode
 
 @dataclass(frozen=True)
 class WindowCursor:
-    """What the next request asks for: a window `[updated_since, updated_until)` and an offset."""
+    """What the next request asks for: a window `[updated_since, updated_until)` and an offset.
+
+    `accounts` narrows the request to those accounts (the `user_id` filter, at most 50); None
+    leaves the job's own scope (its `user_ids`, or every account the key sees).
+    """
 
     updated_since: str | None
     updated_until: str | None
     offset: int
+    accounts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A fixed window `[updated_since, updated_until)` of some accounts' records (a backfill)."""
+
+    updated_since: str | None
+    updated_until: str
+    accounts: tuple[str, ...]
 
 
 class KeysetPaginator:
@@ -55,23 +69,34 @@ class KeysetPaginator:
     record present for the whole run is read at least once and the walk always ends.
     """
 
-    def __init__(self, updated_since: str | None, updated_until: str, page_size: int) -> None:
+    def __init__(
+        self,
+        updated_since: str | None,
+        updated_until: str,
+        page_size: int,
+        accounts: tuple[str, ...] | None = None,
+    ) -> None:
         if page_size < 2:
             raise ValueError("the walk needs pages of at least 2 records: one of them overlaps")
         #: The request for the next page, and whether the walk has passed the window's end.
-        self.current_value = WindowCursor(updated_since, updated_until, 0)
+        self.current_value = WindowCursor(updated_since, updated_until, 0, accounts)
         self.finished = False
         self._page_size = page_size
         self._tied_ids: set[str] = set()
 
     @classmethod
     def resume_after(
-        cls, updated_at: str, tied_ids: set[str], updated_until: str, page_size: int
+        cls,
+        updated_at: str,
+        tied_ids: set[str],
+        updated_until: str,
+        page_size: int,
+        accounts: tuple[str, ...] | None = None,
     ) -> KeysetPaginator:
         """A walk that goes on after records already read; `tied_ids` are those at `updated_at`."""
-        paginator = cls(updated_at, updated_until, page_size)
+        paginator = cls(updated_at, updated_until, page_size, accounts)
         paginator._tied_ids = set(tied_ids)
-        paginator.current_value = WindowCursor(updated_at, updated_until, len(tied_ids) - 1)
+        paginator.current_value = replace(paginator.current_value, offset=len(tied_ids) - 1)
         return paginator
 
     def advance(self, page: Envelope) -> None:
@@ -103,7 +128,7 @@ class KeysetPaginator:
         """The request for the page after this one."""
         cursor = self.current_value
         if self._shifted(response):
-            return WindowCursor(cursor.updated_since, cursor.updated_until, 0)
+            return replace(cursor, offset=0)
         last_updated_at = response.data[-1]["updated_at"]
         if last_updated_at != cursor.updated_since:
             self._tied_ids = set()
@@ -111,7 +136,7 @@ class KeysetPaginator:
             record["id"] for record in response.data if record["updated_at"] == last_updated_at
         )
         # Start at the last record read, one of overlap, so that a shift shows.
-        return WindowCursor(last_updated_at, cursor.updated_until, len(self._tied_ids) - 1)
+        return replace(cursor, updated_since=last_updated_at, offset=len(self._tied_ids) - 1)
 
     def _shifted(self, page: Envelope) -> bool:
         """Whether a page asked for with an overlap failed to start at a record already read."""
@@ -138,12 +163,17 @@ class OverlapChain:
     """
 
     def __init__(
-        self, updated_since: str | None, updated_until: str | None, page_size: int
+        self,
+        updated_since: str | None,
+        updated_until: str | None,
+        page_size: int,
+        accounts: tuple[str, ...] | None = None,
     ) -> None:
         if page_size < 2:
             raise ValueError("the chain needs pages of at least 2 records: one of them overlaps")
         self.updated_since = updated_since
         self.updated_until = updated_until
+        self.accounts = accounts
         self.page_size = page_size
         #: `updated_at` and `id` of the last record handed out, and the ids handed out at
         #: that same instant: where a walk resumes.
@@ -152,7 +182,8 @@ class OverlapChain:
 
     def cursor(self, index: int) -> WindowCursor:
         """The request for page `index`."""
-        return WindowCursor(self.updated_since, self.updated_until, index * (self.page_size - 1))
+        offset = index * (self.page_size - 1)
+        return WindowCursor(self.updated_since, self.updated_until, offset, self.accounts)
 
     def pages_for(self, total: int | None) -> int:
         """How many pages a window of `total` records takes (1 while that is unknown)."""
@@ -213,7 +244,7 @@ class OverlapChain:
         assert self.updated_until is not None, "a walk starts once the window's end is known"
         updated_at, _ = self.last
         walk = KeysetPaginator.resume_after(
-            updated_at, self._tied_ids, self.updated_until, self.page_size
+            updated_at, self._tied_ids, self.updated_until, self.page_size, self.accounts
         )
         while not walk.finished:
             page = fetch(walk.current_value)

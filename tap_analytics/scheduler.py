@@ -17,7 +17,7 @@ import time
 import typing as t
 from dataclasses import dataclass
 
-from tap_analytics.pagination import Envelope, OverlapChain, WindowCursor
+from tap_analytics.pagination import Envelope, OverlapChain, Window, WindowCursor
 from tap_analytics.timestamps import epoch, rfc3339
 
 if t.TYPE_CHECKING:
@@ -68,11 +68,16 @@ class Page:
 class StreamReader:
     """One stream's window: its pages fetched ahead by the workers, joined by the writer."""
 
-    def __init__(self, scheduler: PageScheduler, stream: PageSource) -> None:
+    def __init__(self, scheduler: PageScheduler, stream: PageSource, window: Window | None) -> None:
         self.stream = stream
         self._scheduler = scheduler
-        #: The window's end is the API's time when the first page is read (first_page).
-        self.chain = OverlapChain(stream.window_start(), None, page_size=stream.page_size)
+        if window is None:
+            #: The stream's own window ends at the API's time when its first page is read.
+            self.chain = OverlapChain(stream.window_start(), None, page_size=stream.page_size)
+        else:
+            self.chain = OverlapChain(
+                window.updated_since, window.updated_until, stream.page_size, window.accounts
+            )
         #: Pages fetched and not yet joined, by index; pages are requested in index order.
         self.fetched: dict[int, Envelope] = {}
         self.next_index = 0
@@ -262,9 +267,12 @@ class PageScheduler:
             if thread.ident is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
-    def open(self, stream: PageSource) -> StreamReader:
-        """Start fetching a stream's pages; the reader hands them over in order."""
-        reader = StreamReader(self, stream)
+    def open(self, stream: PageSource, window: Window | None = None) -> StreamReader:
+        """Start fetching a stream's pages; the reader hands them over in order.
+
+        Without `window`, the stream's own window: from its start to the API's clock.
+        """
+        reader = StreamReader(self, stream, window)
         with self.condition:
             self._readers.append(reader)
             self.condition.notify_all()

@@ -21,9 +21,10 @@ from typing_extensions import override
 from tap_analytics.errors import AnalyticsError
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable, Generator, Iterator
 
     from singer_sdk.helpers.types import Context
+    from singer_sdk.singerlib import RecordMessage
 
 #: The singer-sdk releases this seam was checked against (README: *Supported SDK versions*).
 SUPPORTED_SDK = "~=0.54.9"
@@ -53,24 +54,35 @@ class SeamStream(RESTStream[_T]):
     """A REST stream that writes whole pages where nothing asks for per-record handling."""
 
     # Reason: Stream.sync (final) writes SCHEMA, then runs this private loop, which re-walks
-    # the schema for every record and flushes stdout for each. Where `writes_pages_whole()`,
-    # `write_pages()` writes a page per write instead; otherwise the SDK's loop runs.
+    # the schema for every record, flushes stdout for each, and knows one bookmark per stream.
+    # Where `writes_pages()`, `write_pages()` stands in for it: pages written whole, and the
+    # tap's own STATE (backfills of accounts new to a stream); otherwise the SDK's loop runs.
     @override
     def _sync_records(
         self, context: Context | None = None, *, write_messages: bool = True
     ) -> Generator[dict[str, t.Any], t.Any, t.Any]:
-        if write_messages and self.writes_pages_whole():
+        if write_messages and self.writes_pages():
             self.write_pages()
             return
         yield from super()._sync_records(context, write_messages=write_messages)
 
-    def writes_pages_whole(self) -> bool:
-        """Whether `write_pages` may stand in for the SDK's record loop."""
+    def writes_pages(self) -> bool:
+        """Whether `write_pages` stands in for the SDK's record loop."""
         return False
 
     def write_pages(self) -> None:
         """Write this stream's RECORD and STATE messages, a page at a time."""
         raise NotImplementedError
+
+
+def record_messages(stream: Stream, record: dict[str, t.Any]) -> Iterator[RecordMessage]:
+    """The RECORD messages of one record as the SDK's loop makes them.
+
+    Deselected fields are dropped and stream maps applied (a message per map's alias, none
+    where a map filters the record out).
+    """
+    # Reason: the SDK has no public way to apply a stream's maps and selection to a record.
+    return stream._generate_record_messages(record)
 
 
 def _parameters(function: Callable[..., t.Any]) -> list[str]:
@@ -94,6 +106,11 @@ _CONTRACT: tuple[tuple[str, str, Callable[[], bool]], ...] = (
         "Stream.post_process",
         "a hook the record loop applies (the page path defers to it when overridden)",
         lambda: "self.post_process(" in inspect.getsource(Stream._sync_records),
+    ),
+    (
+        "Stream._generate_record_messages",
+        "(self, record), yielding RECORD messages",
+        lambda: _parameters(Stream._generate_record_messages) == ["self", "record"],
     ),
     (
         "Tap.state_writer.write_state",

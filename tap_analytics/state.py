@@ -5,7 +5,11 @@ STATE keeps the SDK's layout for bookmarks (`bookmarks.<stream>.replication_key_
 under `tap_analytics`, with a `format` number:
 
 * format 1 (tap-analytics 0.1.0): SDK bookmarks only, no `tap_analytics` key;
-* format 2: the same bookmarks, and `tap_analytics.format`.
+* format 2: the same bookmarks, and under `tap_analytics`: `format`; `accounts`, the accounts
+  each stream has read whole (groups of streams that share one list of ids); `backfills`, the
+  backfills of accounts new to a stream still under way, with how far each has come
+  (`accounts.py`). A stream with a bookmark and no coverage (format 1) counts every account
+  visible at its next run as read whole, as 0.1.0 did.
 
 `migrate()` turns any of them into the current format before the run reads it, so a STATE
 written by any released version keeps working; a STATE from a newer release is refused rather

@@ -34,6 +34,9 @@ class StreamStats:
         self.pages = 0
         self.records = 0
         self.retries: dict[str, int] = {}
+        #: Accounts new to the stream whose history this run read, and their records.
+        self.backfilled_accounts = 0
+        self.backfilled_records = 0
         #: Records in the window according to the API's first answer (None if it gave no total).
         self.expected_records: int | None = None
         self.status = "not started"
@@ -74,9 +77,11 @@ class StreamStats:
         end = self._finished or time.monotonic()
         return end - self._started if self._started else 0.0
 
-    def count_records(self, count: int, logger: logging.Logger) -> None:
+    def count_records(self, count: int, logger: logging.Logger, *, backfill: bool = False) -> None:
         """Records written; logs a progress line when the last one is old enough."""
         self.records += count
+        if backfill:
+            self.backfilled_records += count
         now = time.monotonic()
         if now - self._last_progress < self._progress_interval:
             return
@@ -107,6 +112,8 @@ class StreamStats:
             "pages": self.pages,
             "requests": self.requests,
             "retries": dict(sorted(self.retries.items())),
+            "backfilled_accounts": self.backfilled_accounts,
+            "backfilled_records": self.backfilled_records,
             "seconds": round(self.seconds, 3),
         }
 
@@ -122,6 +129,12 @@ def log_summary(
             f"{stats.stream:<24}{stats.status:<10}{stats.records:>10,}{stats.pages:>8,}"
             f"{sum(stats.retries.values()):>9}  {causes}"
         )
+    lines.extend(
+        f"{stats.stream}: {stats.backfilled_records:,} of these records backfill "
+        f"{stats.backfilled_accounts} accounts new to the stream"
+        for stats in streams
+        if stats.backfilled_accounts
+    )
     records = sum(stats.records for stats in streams)
     lines.append(
         f"{records:,} records in {wall_seconds:.1f} s ({records / max(wall_seconds, 1e-9):,.0f}"

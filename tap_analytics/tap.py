@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import sys
@@ -19,9 +20,10 @@ from singer_sdk.helpers.capabilities import (
 )
 from typing_extensions import override
 
+from tap_analytics import accounts, streams, timestamps, transport
 from tap_analytics import state as tap_state
-from tap_analytics import streams, timestamps, transport
-from tap_analytics.client import AnalyticsStream
+from tap_analytics.accounts import MAX_USER_IDS, AccountLedger
+from tap_analytics.client import AnalyticsStream, ReadUnit
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
 from tap_analytics.ratelimit import RateLimiter
 from tap_analytics.scheduler import PageScheduler
@@ -39,9 +41,6 @@ STREAM_TYPES: list[type[AnalyticsStream]] = [
     streams.UserLifetimeInsightsStream,
 ]
 STREAM_NAMES: tuple[str, ...] = tuple(vars(stream_type)["name"] for stream_type in STREAM_TYPES)
-
-#: The API's `user_id` filter takes at most this many accounts.
-MAX_USER_IDS = 50
 
 
 class RunFailedError(AnalyticsError):
@@ -121,7 +120,16 @@ class TapAnalytics(SeamTap):
             th.ArrayType(th.StringType(pattern=r"^[0-9]{1,20}$")),
             title="Account ids",
             description="Read only these accounts (at most 50 ids, digits). Leave empty for "
-            "every account the key can see. To read more accounts, split them across jobs.",
+            "every account the key can see. To read more accounts, split them across jobs. "
+            "Accounts added later, here or granted to the key, are backfilled from start_date.",
+        ),
+        th.Property(
+            "backfill_user_ids",
+            th.ArrayType(th.StringType(pattern=r"^[0-9]{1,20}$")),
+            title="Backfill account ids",
+            description="For one run: read these accounts' history again from start_date in "
+            "every selected stream, as if they were new (a dropped table, history lost before "
+            "an upgrade). Remove them after the run: while set, every run re-reads them.",
         ),
         th.Property(
             "request_timeout",
@@ -247,6 +255,62 @@ class TapAnalytics(SeamTap):
         super().load_state(migrated)
         t.cast("dict[str, t.Any]", self.state)[tap_state.KEY] = migrated[tap_state.KEY]
 
+    def _visible_accounts(self) -> set[str]:
+        """The accounts in scope that the key sees (one request per 50 or 100 of them)."""
+        users = self.streams["users"]
+        assert isinstance(users, AnalyticsStream)
+        visible = accounts.visible_accounts(
+            users.fetch_page, users.page_size, self.config.get("user_ids")
+        )
+        self.logger.info("Accounts in scope and visible to the key: %d", len(visible))
+        return visible
+
+    def _read_units(
+        self,
+        stream: AnalyticsStream,
+        scheduler: PageScheduler,
+        ledger: AccountLedger,
+        visible: set[str],
+    ) -> list[ReadUnit]:
+        """What a stream writes this run: its own window, then backfills of new accounts."""
+        bookmark = tap_state.bookmark(self.state, stream.name)
+        if bookmark is not None and stream.name not in ledger.coverage:
+            self.logger.info(
+                "Stream %s: STATE from before account coverage was kept; counting the %d "
+                "accounts visible now as read whole (README: Accounts that join later)",
+                stream.name,
+                len(visible),
+            )
+        start = self.config.get("start_date")
+        backfills = ledger.plan(
+            stream.name,
+            bookmark,
+            visible,
+            timestamps.api_form(start) if start else None,
+            again=set(self.config.get("backfill_user_ids") or ()),
+        )
+        units = [stream.own_window(scheduler.open(stream))]
+        for backfill in backfills:
+            window = backfill.window
+            self.logger.info(
+                "Stream %s: backfilling %d accounts new to it, from %s to %s: %s",
+                stream.name,
+                len(window.accounts),
+                window.updated_since or "the beginning",
+                window.updated_until,
+                ", ".join(window.accounts),
+            )
+            stream.stats.backfilled_accounts += len(window.accounts)
+            units.append(
+                ReadUnit(
+                    scheduler.open(stream, window),
+                    functools.partial(ledger.advance, backfill),
+                    functools.partial(ledger.complete, backfill),
+                    backfill=True,
+                )
+            )
+        return units
+
     @override
     def sync_selected_streams(self) -> None:
         # One scheduler fetches the pages of all selected streams at once; the streams are
@@ -263,8 +327,14 @@ class TapAnalytics(SeamTap):
         ]
         failures: list[AnalyticsError] = []
         with PageScheduler(self.max_concurrency) as scheduler:
-            for stream in selected:
-                stream.read_from(scheduler.open(stream))
+            try:
+                if selected:
+                    ledger = AccountLedger(t.cast("dict[str, t.Any]", self.state)[tap_state.KEY])
+                    visible = self._visible_accounts()
+                for stream in selected:
+                    stream.read_from(self._read_units(stream, scheduler, ledger, visible))
+            except AnalyticsError as exc:
+                failures.append(exc)
             for stream in selected:
                 if failures and not _stream_specific(failures[-1]):
                     stream.stats.finish("skipped")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import typing as t
 from dataclasses import dataclass, field
@@ -95,6 +96,46 @@ def run_tap(
     if "--discover" in args or "--about" in args:
         return TapRun(done.returncode, done.stdout, done.stderr)
     return TapRun.from_output(done.returncode, done.stdout, done.stderr)
+
+
+def run_tap_until_killed(
+    config: dict[str, t.Any],
+    tmp_path: Path,
+    kill_after: t.Callable[[bytes], bool],
+    state: dict | None = None,
+) -> TapRun:
+    """Run the tap and SIGKILL it right after the line for which `kill_after` says so.
+
+    What it printed up to then is parsed, less a last line cut off by the kill.
+    """
+    command = tap_command(config, tmp_path, state)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    lines: list[bytes] = []
+    for line in process.stdout:
+        lines.append(line)
+        if kill_after(line):
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    lines.extend(process.stdout.readlines())
+    process.wait()
+    complete = b"".join(lines).decode().splitlines(keepends=True)
+    if complete and not complete[-1].endswith("\n"):
+        complete.pop()
+    return TapRun.from_output(process.returncode, "".join(complete), "")
+
+
+def select_streams(config: dict[str, t.Any], tmp_path: Path, streams: t.Iterable[str]) -> Path:
+    """A catalog file, from the tap's own discovery, that selects only `streams`."""
+    selected = set(streams)
+    catalog = json.loads(run_tap(config, tmp_path, "--discover").stdout)
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if not item["breadcrumb"]:
+                item["metadata"]["selected"] = entry["tap_stream_id"] in selected
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps(catalog))
+    return catalog_file
 
 
 def tap_config(server: SandboxServer, **settings: t.Any) -> dict[str, t.Any]:

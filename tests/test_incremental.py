@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import signal
-import subprocess
 import typing as t
 from pathlib import Path
 
 import requests
-from taprun import STREAMS, TapRun, ids, merged, run_tap, tap_command, tap_config
+from taprun import STREAMS, TapRun, ids, merged, run_tap, run_tap_until_killed, tap_config
 
 from tap_analytics.sandbox import API_KEY
 from tap_analytics.timestamps import rfc3339
@@ -152,24 +151,13 @@ def test_a_killed_run_resumes_from_its_last_state_without_loss(
 ) -> None:
     server = start_sandbox(records_per_resource=300, latency_ms=15, frozen_clock=True)
     total = 7 * 300
-    command = tap_command(tap_config(server, page_size=20), tmp_path)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
-    lines: list[bytes] = []
-    records = 0
-    for line in process.stdout:
-        lines.append(line)
-        records += line.startswith(b'{"type":"RECORD"')
-        if records >= total // 3:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-    lines.extend(process.stdout.readlines())
-    process.wait()
-    complete = b"".join(lines).decode().splitlines(keepends=True)
-    if complete and not complete[-1].endswith("\n"):
-        complete.pop()
-    killed = TapRun.from_output(process.returncode, "".join(complete), "")
-    assert process.returncode == -signal.SIGKILL
+    records = itertools.count(1)
+
+    def a_third_written(line: bytes) -> bool:
+        return line.startswith(b'{"type":"RECORD"') and next(records) >= total // 3
+
+    killed = run_tap_until_killed(tap_config(server, page_size=20), tmp_path, a_third_written)
+    assert killed.returncode == -signal.SIGKILL
     emitted = sum(len(killed.records(stream)) for stream in STREAMS)
     assert emitted < total, "the run finished before it was killed"
 

@@ -12,8 +12,9 @@ import random
 import re
 import threading
 import time
+import typing as t
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -73,7 +74,10 @@ def parse_instant(raw: str) -> int:
     try:
         offset = timedelta() if zulu else timedelta(hours=int(off_h), minutes=int(off_m))
         zone = timezone(-offset if sign == "-" else offset)
-        moment = datetime(*map(int, (year, month, day, hour, minute, second)), tzinfo=zone)
+        year_, month_, day_, hour_, minute_, second_ = map(
+            int, (year, month, day, hour, minute, second)
+        )
+        moment = datetime(year_, month_, day_, hour_, minute_, second_, tzinfo=zone)
     except ValueError as error:
         raise BadParameterError(f"{raw!r} is not a valid instant: {error}") from None
     return int(moment.timestamp()) + (1 if fraction and int(fraction) else 0)
@@ -205,6 +209,13 @@ class Stats:
             }
 
 
+class Headers(t.Protocol):
+    """Request headers, looked up case-insensitively by the HTTP server (a dict in tests)."""
+
+    def get(self, name: str, /) -> str | None:
+        """The header's value, if it was sent."""
+
+
 def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, msgspec.json.encode(payload), headers=headers or {})
 
@@ -269,7 +280,7 @@ class SandboxApi:
         self.dataset.mutate(updates, inserts, deletes, resources)
         self.stats.add("mutations")
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def handle(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         """Answer one HTTP request."""
         url = urlsplit(target)
         query = parse_qs(url.query, keep_blank_values=True)
@@ -279,7 +290,7 @@ class SandboxApi:
 
     # --- the API --------------------------------------------------------------------------
 
-    def _api(self, method: str, path: str, query: _Query, headers: Mapping[str, str]) -> Reply:
+    def _api(self, method: str, path: str, query: _Query, headers: Headers) -> Reply:
         """Answer an API request: latency, then maybe a fault, else the real answer."""
         arrived, config = time.monotonic(), self._config
         key = headers.get("X-API-Key") or _param(query, "api_key")
@@ -373,9 +384,12 @@ class SandboxApi:
             self.mutate(config.mutate_updates, config.mutate_inserts, config.mutate_deletes)
         dataset = self.dataset
         accounts = None
+        hidden = {dataset.ids.account_slot(account_id) for account_id in config.hidden_user_ids}
         if params.account_ids is not None:
             slots = {dataset.ids.account_slot(account_id) for account_id in params.account_ids}
-            accounts = sorted(slot for slot in slots if slot is not None)
+            accounts = sorted(slot for slot in slots - hidden if slot is not None)
+        elif hidden:
+            accounts = sorted(set(range(dataset.ids.accounts)) - hidden)
         total, rows = dataset.query(
             resource, params.since, params.until, accounts, params.offset, params.limit
         )
@@ -392,7 +406,7 @@ class SandboxApi:
 
     def _admin(self, method: str, name: str, query: _Query, body: bytes) -> Reply:
         """Answer /_sandbox/...: never faulted, delayed, limited or counted."""
-        routes = {
+        routes: dict[tuple[str, str], Callable[[], object]] = {
             ("GET", "snapshot"): self.dataset.snapshot,
             ("GET", "stats"): self.stats.as_dict,
             ("POST", "mutate"): lambda: self._admin_mutate(query),
@@ -414,7 +428,7 @@ class SandboxApi:
             name: _count_param(query, name, 0, 0, None)
             for name in ("updates", "inserts", "deletes")
         }
-        self.mutate(**counts)
+        self.mutate(counts["updates"], counts["inserts"], counts["deletes"])
         return {"ok": True}
 
     def _admin_configure(self, body: bytes) -> dict[str, Any]:

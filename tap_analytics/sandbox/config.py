@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing as t
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,16 +101,21 @@ class SandboxConfig:
         },
     )
 
+    hidden_user_ids: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "account ids, comma-separated, that no key can see (yet): their records are"
+            " in no list until the switch is changed (an owner granting access)"
+        },
+    )
+
     def __post_init__(self) -> None:
         """Normalise values coming from JSON or the CLI, and reject impossible ones early."""
         if isinstance(self.faults, str):
             self.faults = tuple(kind for kind in self.faults.split(",") if kind.strip())
         self.faults = tuple(str(kind).strip() for kind in self.faults)
-        if isinstance(self.failing_user_ids, str):
-            self.failing_user_ids = tuple(self.failing_user_ids.split(","))
-        self.failing_user_ids = tuple(
-            str(i).strip() for i in self.failing_user_ids if str(i).strip()
-        )
+        self.failing_user_ids = _id_list(self.failing_user_ids)
+        self.hidden_user_ids = _id_list(self.hidden_user_ids)
         self.api_keys = {str(key): tuple(scopes) for key, scopes in self.api_keys.items()}
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))
         if unknown:
@@ -134,3 +140,9 @@ class SandboxConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the switches as plain JSON-friendly data (for the admin endpoint)."""
         return asdict(self)
+
+
+def _id_list(ids: str | t.Iterable[object]) -> tuple[str, ...]:
+    """Account ids from the CLI (`a,b`) or JSON (a list), stripped, blanks dropped."""
+    items = ids.split(",") if isinstance(ids, str) else ids
+    return tuple(text for item in items if (text := str(item).strip()))
