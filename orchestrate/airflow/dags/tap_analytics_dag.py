@@ -33,7 +33,6 @@ from airflow.sdk.exceptions import (
 from tap_analytics_groups import (
     RESERVED_GROUP,
     AccountsError,
-    DecimalFromEnvError,
     GroupsError,
     Settings,
     coverage,
@@ -41,6 +40,7 @@ from tap_analytics_groups import (
     group_env,
     load_groups,
     meltano_json,
+    usable_rate_limit_share,
     visible_accounts,
 )
 
@@ -109,21 +109,10 @@ def tap_analytics() -> None:
             groups = load_groups(settings.groups_file)
         except GroupsError as error:  # a file to fix: retrying cannot help
             raise AirflowFailException(str(error)) from None
-        # The share goes through Meltano here first, so a Meltano that cannot pass it is
-        # noticed once, before any group runs.
-        share: str | None = repr(settings.rate_limit_share)
+        env = meltano_env(settings)
         try:
-            try:
-                env = meltano_env(settings, TAP_ANALYTICS_RATE_LIMIT_SHARE=str(share))
-                visible = visible_accounts(settings, env)
-            except DecimalFromEnvError:
-                log.warning(
-                    "This Meltano cannot pass rate_limit_share (a decimal setting) from the "
-                    "environment: the groups run without it and share the key by adaptive "
-                    "pacing only. Keep TAP_ANALYTICS_POOL_SLOTS x max_concurrency low."
-                )
-                share = None
-                visible = visible_accounts(settings, meltano_env(settings))
+            share = usable_rate_limit_share(settings, env)
+            visible = visible_accounts(settings, env)
         except AccountsError as error:
             raise AirflowException(str(error)) from None
         found = coverage(groups, visible)

@@ -215,9 +215,12 @@ def group_env(
     (``.meltano/run/tap-analytics/state.json``): two groups starting at once in one project
     could each start from the other's bookmarks. So each group gets its own system directory
     (``MELTANO_SYS_DIR_ROOT``) whose plugin directories link to the project's installed
-    plugins, with the project's system database and state backend named explicitly.
+    plugins, with the project's system database and state backend named explicitly
+    (a state backend configured relative to ``$MELTANO_SYS_DIR_ROOT`` would move with it).
     """
-    env = {**base, **meltano_stores(settings, base)}
+    # A worker that names its system database (as on a cluster) needs no look-up.
+    stores = {} if base.get("MELTANO_DATABASE_URI") else meltano_stores(settings, base)
+    env = {**base, **stores}
     sys_dir = Path(base.get("MELTANO_SYS_DIR_ROOT") or settings.project / ".meltano").resolve()
     own = sys_dir / "groups" / group
     own.mkdir(parents=True, exist_ok=True)
@@ -267,6 +270,24 @@ def meltano_json(settings: Settings, env: Mapping[str, str], *args: str) -> dict
 def tap_config(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
     """The tap's resolved configuration, as `meltano run` will see it (secrets included)."""
     return meltano_json(settings, env, "config", "--unsafe", "print", "tap-analytics")
+
+
+def usable_rate_limit_share(settings: Settings, env: Mapping[str, str]) -> str | None:
+    """The groups' rate_limit_share if this Meltano can pass it to the tap, else None.
+
+    Meltano 4.4.1 fails every run given a decimal setting in the environment (DecimalFromEnvError);
+    the groups then run without the share, pacing by X-RateLimit-Remaining alone.
+    """
+    share = repr(settings.rate_limit_share)
+    try:
+        tap_config(settings, {**env, "TAP_ANALYTICS_RATE_LIMIT_SHARE": share})
+    except DecimalFromEnvError:
+        log.warning(
+            "This Meltano cannot pass rate_limit_share (a decimal setting) from the environment: "
+            "the groups run without it and share the key by adaptive pacing only"
+        )
+        return None
+    return share
 
 
 def _get(url: str, api_key: str, timeout: float) -> dict[str, Any]:
