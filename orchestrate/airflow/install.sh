@@ -4,7 +4,7 @@
 #
 #   orchestrate/airflow/install.sh
 #
-# Environment: AIRFLOW_PYTHON (default $PYTHON, else python3; 3.10 to 3.13),
+# Environment: AIRFLOW_PYTHON (default $PYTHON, else python3; 3.10 to 3.14),
 # AIRFLOW_VENV (default .venv-airflow).
 #
 # The lock pins every package (Airflow's published constraints file cannot be fetched here),
@@ -21,16 +21,22 @@ UV_VERSION=0.13.9
 
 version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 case "$version" in
-    3.10 | 3.11 | 3.12 | 3.13) ;;
+    # Airflow 3.3.2 supports 3.10 to 3.14; the lock has wheels for each of them.
+    3.10 | 3.11 | 3.12 | 3.13 | 3.14) ;;
     *)
-        echo "Airflow 3.3 needs Python 3.10 to 3.13 (the lock is tested on those); $PYTHON is $version." >&2
+        echo "Airflow 3.3 needs Python 3.10 to 3.14; $PYTHON is $version." >&2
         echo "Set AIRFLOW_PYTHON to a supported interpreter." >&2
         exit 1
         ;;
 esac
 
 # What the virtualenv was built from: the lock's content and the Python version.
-wanted="$(sha256sum "$LOCK" | cut -d' ' -f1) python$version"
+if command -v sha256sum > /dev/null; then
+    lock_hash="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+else # macOS
+    lock_hash="$(shasum -a 256 "$LOCK" | cut -d' ' -f1)"
+fi
+wanted="$lock_hash python$version"
 stamp="$AIRFLOW_VENV/.built-from"
 if [ -x "$AIRFLOW_VENV/bin/airflow" ] && [ "$(cat "$stamp" 2> /dev/null)" = "$wanted" ]; then
     echo "==> $AIRFLOW_VENV is up to date with $LOCK (python$version)"
