@@ -24,6 +24,7 @@ from tap_analytics.sandbox import (
     SandboxConfig,
     SandboxServer,
 )
+from tap_analytics.sandbox.api import SandboxApi
 from tap_analytics.timestamps import epoch
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000")
@@ -228,6 +229,41 @@ def test_gzip_only_when_asked(sandbox, http):
     plain = http.get(url, params={"api_key": API_KEY}, headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain.headers
     assert plain.json()["paging"]["total"] == 200
+
+
+def test_fast_pages_serve_the_same_pages_and_follow_changes(fresh, http):
+    def pages(encoding: str) -> list[bytes]:
+        headers = {"Accept-Encoding": encoding}
+        return [
+            http.get(
+                fresh.url + "/v1/media",
+                params={"api_key": API_KEY, "offset": offset, "limit": 15},
+                headers=headers,
+                timeout=10,
+            ).content
+            for offset in (0, 14, 28)
+        ]
+
+    rendered = {encoding: pages(encoding) for encoding in ("gzip", "identity")}
+    fresh.configure(fast_pages=True)
+    for _ in range(2):  # first served, then from the kept bytes
+        assert {encoding: pages(encoding) for encoding in rendered} == rendered
+    fresh.mutate(updates=5, resources=["media"])
+    fresh.configure(fast_pages=False)
+    changed = pages("gzip")
+    assert changed != rendered["gzip"]
+    fresh.configure(fast_pages=True)
+    assert pages("gzip") == changed
+    assert pages("identity") == changed
+
+
+def test_stalls_last_between_stall_seconds_and_the_max():
+    api = SandboxApi(SandboxConfig(stall_seconds=2, stall_seconds_max=4))
+    draws = [api._stall_seconds(api.config) for _ in range(50)]
+    assert all(2 <= seconds <= 4 for seconds in draws)
+    assert max(draws) - min(draws) > 1
+    fixed = SandboxApi(SandboxConfig(stall_seconds=3))
+    assert fixed._stall_seconds(fixed.config) == 3  # no max: exactly stall_seconds
 
 
 def test_key_never_echoed(sandbox, http):

@@ -6,6 +6,7 @@ the server's handler thread, so its sleeps (latency, stalls) overlap between cli
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import math
 import random
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 
 from tap_analytics.sandbox.config import DEFAULT_RATE_LIMIT, STATIC_SWITCHES, SandboxConfig
-from tap_analytics.sandbox.data import Clock, Dataset
+from tap_analytics.sandbox.data import Clock, Dataset, Row
 from tap_analytics.sandbox.records import RESOURCES
 
 API_PREFIX = "/v1/"
@@ -45,6 +46,18 @@ _COUNTERS = (
     "requests_in_retry_after_window",  # arrived before the Retry-After their key got elapsed
     "mutations",  # batches of changes applied, by mutate() or mutate_every
 )
+#: What fast_pages keeps at most (bytes of pages); past it the cache starts afresh.
+FAST_PAGES_BYTES = 512 * 1024 * 1024
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Tell whether an Accept-Encoding header lists gzip."""
+    return any(part.split(";")[0].strip().lower() == "gzip" for part in accept_encoding.split(","))
+
+
+def gzip_body(body: bytes) -> bytes:
+    """A body as the server compresses it (fast, and the same bytes every time)."""
+    return gzip.compress(body, compresslevel=1, mtime=0)
 
 
 @dataclass
@@ -56,6 +69,8 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False
+    #: The body is already gzip-compressed (a fast_pages page for a client that accepts it).
+    gzipped: bool = False
 
 
 class BadParameterError(ValueError):
@@ -254,6 +269,9 @@ class SandboxApi:
         self._total_rng = random.Random(f"{config.seed}:missing_total")
         self._retry_until: dict[str | None, float] = {}  # key -> end of the Retry-After it got
         self._request_ids = itertools.count(1)
+        #: fast_pages: a page's bytes by what determines them (resource, paging, rows, gzip).
+        self._pages: dict[tuple[object, ...], bytes] = {}
+        self._pages_bytes = 0
 
     @property
     def config(self) -> SandboxConfig:
@@ -306,7 +324,7 @@ class SandboxApi:
         if fault == "reset":
             return Reply(0, reset=True)
         if fault == "stall":
-            time.sleep(config.stall_seconds)
+            time.sleep(self._stall_seconds(config))
         if fault in PROXY_REASONS:
             reply = _proxy_page(fault)
         elif fault == "500":
@@ -314,7 +332,7 @@ class SandboxApi:
         elif fault == "429":
             reply = self._too_many(key, 1, request_id)
         else:
-            reply = self._answer(method, path, query, key, config, request_id)
+            reply = self._answer(method, path, query, headers, key, config, request_id)
         if fault == "truncated":
             reply.body = reply.body[: len(reply.body) // 2]
         valid_key = key if key in config.api_keys else None
@@ -333,6 +351,14 @@ class SandboxApi:
         self.stats.fault(kind)
         return kind
 
+    def _stall_seconds(self, config: SandboxConfig) -> float:
+        """How long this stall lasts: stall_seconds, or a seeded draw up to stall_seconds_max."""
+        low, high = config.stall_seconds, config.stall_seconds_max
+        if high <= low:
+            return low
+        with self._lock:
+            return self._fault_rng.uniform(low, high)
+
     def _too_many(self, key: str | None, retry_after: int, request_id: str) -> Reply:
         """Return a 429 and remember until when this key was asked to wait."""
         with self._lock:
@@ -345,6 +371,7 @@ class SandboxApi:
         method: str,
         path: str,
         query: _Query,
+        headers: Headers,
         key: str | None,
         config: SandboxConfig,
         request_id: str,
@@ -375,10 +402,46 @@ class SandboxApi:
         if params.account_ids and not set(config.failing_user_ids).isdisjoint(params.account_ids):
             # A server bug that hits some accounts only: the same 500 however often it is retried.
             return _error(500, "internal_error", "Internal error, try again later.", request_id)
+        if config.fast_pages:
+            gzipped = accepts_gzip(headers.get("Accept-Encoding") or "")
+            body = self._list_bytes(spec.name, params, config, gzipped=gzipped)
+            return Reply(200, body, headers={"X-Request-Id": request_id}, gzipped=gzipped)
         return _json(200, self._list(spec.name, params, config), {"X-Request-Id": request_id})
+
+    def _list_bytes(
+        self, resource: str, params: _ListQuery, config: SandboxConfig, *, gzipped: bool
+    ) -> bytes:
+        """The envelope's bytes, from the cache when this page was served before (fast_pages).
+
+        A page is what its rows (slot, version and sort key each), its paging and the
+        encoding make it, so a changed record makes a new page and the cache is never stale.
+        """
+        rows, paging = self._page(resource, params, config)
+        cache_key = (resource, gzipped, params.offset, params.limit, paging.get("total"), *rows)
+        body = self._pages.get(cache_key)
+        if body is None:
+            dataset = self.dataset
+            data = [dataset.render(resource, row) for row in rows]
+            body = msgspec.json.encode({"data": data, "paging": paging})
+            if gzipped:
+                body = gzip_body(body)
+            with self._lock:
+                if self._pages_bytes + len(body) > FAST_PAGES_BYTES:
+                    self._pages.clear()
+                    self._pages_bytes = 0
+                self._pages[cache_key] = body
+                self._pages_bytes += len(body)
+        return body
 
     def _list(self, resource: str, params: _ListQuery, config: SandboxConfig) -> dict[str, Any]:
         """Return the envelope of a list request, mutating the data first when it is due."""
+        rows, paging = self._page(resource, params, config)
+        return {"data": [self.dataset.render(resource, row) for row in rows], "paging": paging}
+
+    def _page(
+        self, resource: str, params: _ListQuery, config: SandboxConfig
+    ) -> tuple[list[Row], dict[str, int]]:
+        """The rows of a list request and its paging, mutating the data first when it is due."""
         served = self.stats.add("list_requests")
         if config.mutate_every and served % config.mutate_every == 0:
             self.mutate(config.mutate_updates, config.mutate_inserts, config.mutate_deletes)
@@ -400,7 +463,7 @@ class SandboxApi:
             )
         if not hide_total:
             paging["total"] = total
-        return {"data": [dataset.render(resource, row) for row in rows], "paging": paging}
+        return rows, paging
 
     # --- the admin endpoints ------------------------------------------------------------------
 

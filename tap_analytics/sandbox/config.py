@@ -20,6 +20,7 @@ STATIC_SWITCHES = frozenset(
 _NON_NEGATIVE = (
     "latency_ms",
     "stall_seconds",
+    "stall_seconds_max",
     "mutate_every",
     "mutate_updates",
     "mutate_inserts",
@@ -78,6 +79,21 @@ class SandboxConfig:
     )
     stall_seconds: float = field(
         default=5.0, metadata={"help": "how long a stall fault waits before answering"}
+    )
+    stall_seconds_max: float = field(
+        default=0.0,
+        metadata={
+            "help": "with a value above stall_seconds, each stall waits a random (seeded) time "
+            "between the two"
+        },
+    )
+    fast_pages: bool = field(
+        default=False,
+        metadata={
+            "help": "keep every page served as its JSON bytes (gzip-compressed when asked so) "
+            "and answer the same page again from them: a server that costs next to nothing per "
+            "page, for measuring a client's own CPU"
+        },
     )
     missing_total: bool = field(default=False, metadata={"help": "omit paging.total always"})
     missing_total_rate: float = field(

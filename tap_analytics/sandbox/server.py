@@ -7,7 +7,6 @@ algorithm; each connection has its own thread, so latency sleeps of concurrent c
 from __future__ import annotations
 
 import contextlib
-import gzip
 import socket
 import struct
 import sys
@@ -21,16 +20,11 @@ from typing import Any
 
 from typing_extensions import Self, override
 
-from tap_analytics.sandbox.api import Reply, SandboxApi
+from tap_analytics.sandbox.api import Reply, SandboxApi, accepts_gzip, gzip_body
 from tap_analytics.sandbox.config import SandboxConfig
 from tap_analytics.sandbox.records import Record, format_timestamp
 
 _POLL_SECONDS = 0.05  # how soon serve_forever notices shutdown()
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    """Tell whether an Accept-Encoding header lists gzip."""
-    return any(part.split(";")[0].strip().lower() == "gzip" for part in accept_encoding.split(","))
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -96,8 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
             "Date": formatdate(self.server.api.dataset.clock.now(), usegmt=True),
             **reply.headers,
         }
-        if _accepts_gzip(self.headers.get("Accept-Encoding", "")):
-            body = gzip.compress(body, compresslevel=1, mtime=0)
+        if reply.gzipped:
+            headers["Content-Encoding"] = "gzip"
+        elif accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            body = gzip_body(body)
             headers["Content-Encoding"] = "gzip"
         headers["Content-Length"] = str(len(body))
         if self.close_connection:
