@@ -1,69 +1,343 @@
-"""One rate limiter shared by every worker of a run."""
+"""Pace a run to the API key's rate-limit windows: use each window whole, share it, never 429.
+
+The API allows `X-RateLimit-Limit` requests per window and key, says on every response how
+many the key has left (`X-RateLimit-Remaining`, counting every client of the key) and in how
+many whole seconds the window resets (`X-RateLimit-Reset`). `Pacer` is the decision logic on an
+explicit clock; `RateLimiter` makes it blocking and shared by the run's worker threads.
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import typing as t
+from collections import deque
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+
+#: Seconds past the latest moment the window can end before sending into the next one: the
+#: server's and this machine's clocks tick alike, but not on the same microsecond.
+BOUNDARY_MARGIN = 0.005
+#: The window's end is known well enough once it is pinned to this many seconds.
+PHASE_PRECISION = 0.06
+#: Requests of a window held back to pin its end (sent where the Reset value steps down).
+PHASE_PROBES = 3
+#: Sharing the key, a client claims this fraction of what it sees left at a time (a few
+#: clients claiming at once stay within it) ...
+CLAIM_DIVISOR = 4
+#: ... and once fewer than this many times its workers are left, one request at a time,
+TAIL_WORKERS = 2
+#: leaving this many for the others' requests it cannot have seen yet.
+TAIL_SPARE = 2
+
+
+@dataclass
+class _Window:
+    """What this process knows about the key's current window."""
+
+    opened: float  # when this process began sending into it
+    allocation: int  # requests it may send before any answer from the window says more
+    sent: int = 0  # requests this process sent into it (failed ones included)
+    remaining: int | None = None  # the lowest X-RateLimit-Remaining seen in it
+    lowest_at: float = -math.inf  # when the answer with that lowest value arrived
+    others: int = 0  # requests of other clients seen in it, at least
+    claim: int = 0  # requests it may send on the strength of the latest answer
+    claimed_at: float = -math.inf  # when `claim` was last set
+    exhausted: bool = False  # a 429 said so
+    end_low: float = -math.inf  # the window ends after this moment
+    end_high: float = math.inf  # and no later than this one
+    probes: int = 0  # phase probes sent into it
+    probe_at: float | None = None  # when the next one goes
+    probe_out: bool = False  # one is in flight
+
+
+class Pacer:
+    """When the next request may go, learnt from the rate-limit headers of the answers.
+
+    * Each window's end is bracketed from the Reset values: a value r in the answer to a request
+      sent at `s` and answered at `a` puts the end in (s + r - 1, a + r]. While that bracket is
+      wide, the window's last few requests go where its whole-second value should step down,
+      each halving the bracket; the next window's first requests go just after it.
+    * Remaining counts the key's budget. What it lost beyond this process's own requests is
+      other clients' use. With none seen, the process takes everything the key has left. With
+      some, it sends at the start of a window its share of the last one (its own requests over
+      all the key's, the other clients rounded up), then claims a fraction of what is left, so
+      that uncoordinated jobs on one key stay within it together.
+    * `share` caps this process at that fraction of the limit in every window.
+    * A request that failed without an answer counts as spent; a 429's Retry-After holds every
+      request back.
+    """
+
+    def __init__(self, share: float = 1.0, workers: int = 8) -> None:
+        self.share = min(max(share, 0.0), 1.0)
+        self.workers = max(1, workers)
+        self.limit: int | None = None  # X-RateLimit-Limit, once seen
+        self.unlimited = False  # answers carry no rate-limit headers: nothing to pace on
+        self.window_seconds = 1.0  # the longest Reset seen: the window's length, rounded up
+        self.in_flight = 0
+        self.hold_until = -math.inf  # Retry-After
+        self.window: _Window | None = None
+        self._previous: tuple[int, int] | None = None  # (own, others) in the last window
+        self._sends: deque[float] = deque(maxlen=4096)  # recent send times
+
+    def next_send(self, now: float) -> float | None:
+        """Record a request sent now and return None, or return when to ask again.
+
+        `math.inf` means: after the next answer (or pause).
+        """
+        when = self._when(now)
+        if when is not None:
+            return when
+        window = self.window
+        if window is not None:
+            window.sent += 1
+            if window.allocation > 0:
+                window.allocation -= 1
+            else:
+                window.claim = max(0, window.claim - 1)
+            if window.probe_at is not None:
+                window.probes, window.probe_at, window.probe_out = window.probes + 1, None, True
+        self.in_flight += 1
+        self._sends.append(now)
+        return None
+
+    def answered(self, sent_at: float, now: float, headers: t.Mapping[str, str] | None) -> None:
+        """A request sent at `sent_at` got an answer with these headers, or failed (None)."""
+        self.in_flight = max(0, self.in_flight - 1)
+        window = self.window
+        if window is not None and sent_at >= window.opened:
+            window.probe_out = False
+        if headers is None:
+            return
+        limit = _number(headers.get("X-RateLimit-Limit"))
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        reset = _number(headers.get("X-RateLimit-Reset"))
+        if limit is None or remaining is None or reset is None or limit < 1:
+            self.unlimited = self.limit is None
+            return
+        self.unlimited = False
+        self.limit = int(limit)
+        self.window_seconds = max(self.window_seconds, reset)
+        if window is None:
+            window = self._roll(sent_at)
+        if sent_at < window.opened:
+            return  # sent before this window began here: it may belong to the last one
+        low, high = sent_at + reset - 1, now + reset
+        rose = window.remaining is not None and remaining > window.remaining
+        if reset >= 1 and (low >= window.end_high or (rose and sent_at > window.lowest_at)):
+            window = self._roll(sent_at)  # the key's next window had begun when it was sent
+        if reset >= 1:
+            window.end_low, window.end_high = _narrow(window.end_low, window.end_high, low, high)
+        if window.remaining is None or remaining <= window.remaining:
+            window.remaining, window.lowest_at = int(remaining), now
+        window.others = max(window.others, self.limit - int(remaining) - window.sent)
+        if sent_at >= window.claimed_at:
+            window.claim, window.claimed_at = self._claim(window, now), now
+
+    def pause(self, now: float, seconds: float) -> None:
+        """A 429: hold every request back for `seconds`."""
+        self.hold_until = max(self.hold_until, now + seconds)
+        if self.window is not None and self.window.remaining == 0:
+            self.window.exhausted = True
+
+    def _when(self, now: float) -> float | None:
+        """None if a request may go now, else when to look again (inf: after an answer)."""
+        if now < self.hold_until:
+            return self.hold_until
+        if self.unlimited:
+            return None
+        window = self.window
+        if window is None or self.limit is None:
+            return math.inf if self.in_flight else None  # one alone until the first answer
+        if now >= self._end(window) + BOUNDARY_MARGIN:
+            window = self._roll(now)
+        left = self._left(window, now)
+        if left <= 0 and not self.in_flight and self._refresh(window, now):
+            left = self._left(window, now)
+        if left <= 0:
+            if self.in_flight and not window.exhausted and window.sent < self._cap():
+                return math.inf  # answers may show more left: in-flight requests count once
+            if self._settling(window, now):
+                return self._settled(window)  # then what others left may be claimed
+            return self._end(window) + BOUNDARY_MARGIN
+        if window.probe_out:
+            return math.inf
+        if self.in_flight and self._in_tail(window, now):
+            return math.inf
+        if not self._wants_probe(window):
+            window.probe_at = None
+        elif window.probe_at is None:
+            window.probe_at = self._probe_time(window, now)
+        if window.probe_at is not None and now < window.probe_at:
+            return window.probe_at
+        return None
+
+    def _end(self, window: _Window) -> float:
+        """The latest moment the window can end (before any answer from it: a safe guess)."""
+        if math.isinf(window.end_high):
+            return window.opened + self.window_seconds + 1.0
+        return window.end_high
+
+    def _left(self, window: _Window, now: float) -> int:
+        """Requests this process may still send into the window."""
+        assert self.limit is not None
+        if window.exhausted:
+            return 0
+        if window.remaining is None:
+            key_left = self.limit - window.sent
+        else:
+            key_left = window.remaining - self.in_flight
+        own_left = window.allocation + window.claim
+        if self._previous and window.remaining is not None and not self._contended(window, now):
+            own_left = key_left  # alone in this window and the last: no one to leave any for
+        if self.share < 1:
+            own_left = min(own_left, self._cap() - window.sent)
+        return min(own_left, key_left)
+
+    def _cap(self) -> int:
+        """Requests this process may send into one window by its share."""
+        assert self.limit is not None
+        if self.share >= 1:
+            return self.limit + 1  # the key's Remaining alone decides
+        return max(1, math.floor(self.share * self.limit + 1e-9))
+
+    def _settled(self, window: _Window) -> float:
+        """When other clients have surely sent what they send at the window's start."""
+        return window.opened + min(1.0, 0.15 * self.window_seconds)
+
+    def _settling(self, window: _Window, now: float) -> bool:
+        return self._previous is not None and self._previous[1] > 0 and now < self._settled(window)
+
+    def _contended(self, window: _Window, now: float) -> bool:
+        """Whether other clients use the key now (or did in the last window, at its start)."""
+        previous = self._previous[1] if self._previous else 0
+        return window.others > 0 or (previous > 0 and self._settling(window, now))
+
+    def _in_tail(self, window: _Window, now: float) -> bool:
+        """Whether others use the key and it is nearly spent: then one request at a time.
+
+        Each goes on a fresh answer, so that no client acts for long on what it saw last.
+        """
+        if window.remaining is None or not self._contended(window, now):
+            return False
+        return window.remaining - self.in_flight < TAIL_WORKERS * self.workers
+
+    def _claim(self, window: _Window, now: float) -> int:
+        """Requests the latest answer allows beyond the window's allocation."""
+        assert window.remaining is not None
+        left = window.remaining - self.in_flight
+        contended = self._contended(window, now)
+        if not contended and self._previous:
+            return max(0, left)  # alone in this window and the last
+        # Other clients claim from what they see too, or (in the first window) may be starting
+        # unseen: take a fraction of what is left, and none of what the others are expected
+        # to send at the start of the window.
+        if self._previous and self._settling(window, now):
+            left -= max(0, self._previous[1] - window.others)
+        if contended and self._in_tail(window, now):
+            return 1 if left > TAIL_SPARE else 0
+        return max(0, left // CLAIM_DIVISOR)
+
+    def _refresh(self, window: _Window, now: float) -> bool:
+        """With nothing in flight to bring news, allow one request if the last news allows any.
+
+        Its answer then says how much more this process may claim (others may have finished).
+        """
+        if window.remaining is None or window.exhausted or window.claim > 0:
+            return False
+        if self._claim(window, now) <= 0:
+            return False
+        window.claim, window.claimed_at = 1, now
+        return True
+
+    def _roll(self, opened: float) -> _Window:
+        """Begin the key's next window here, with what may go before its first answer."""
+        assert self.limit is not None
+        old = self.window
+        if old is not None:
+            self._previous = (old.sent, old.others)
+        # Requests sent since `opened`, or still in flight, may count in this window.
+        sent = max(sum(1 for at in self._sends if at >= opened), self.in_flight)
+        if self._previous is None:
+            allocation = 0  # the first answer decides (see `_claim`)
+        else:
+            # At least one, to learn the window from its answer.
+            allocation = max(1, min(self.limit // _clients(*self._previous), self._cap()) - sent)
+        self.window = _Window(opened=opened, allocation=allocation, sent=sent)
+        return self.window
+
+    def _wants_probe(self, window: _Window) -> bool:
+        """Whether the next request should go where the Reset value steps down.
+
+        So do the window's last few requests, whichever ends it: the key's budget or the share.
+        """
+        if window.remaining is None or window.probes >= PHASE_PROBES:
+            return False
+        if math.isinf(window.end_high) or window.end_high - window.end_low <= PHASE_PRECISION:
+            return False
+        last = min(window.remaining - self.in_flight, self._cap() - window.sent)
+        return last <= PHASE_PROBES - window.probes
+
+    @staticmethod
+    def _probe_time(window: _Window, now: float) -> float | None:
+        """The earliest moment ahead a whole number of seconds before the bracket's middle."""
+        middle = (window.end_low + window.end_high) / 2
+        steps = math.ceil(middle - now - 0.002) - 1
+        return None if steps < 1 else middle - steps
+
+
+def _clients(own: int, others: int) -> int:
+    """How many clients like this one would use the key as seen (the others rounded up)."""
+    return 1 + math.ceil(others / max(own, 1)) if others > 0 else 1
+
+
+def _narrow(low: float, high: float, new_low: float, new_high: float) -> tuple[float, float]:
+    """Intersect two brackets of the window's end; if they disagree, trust the newer one."""
+    low, high = max(low, new_low), min(high, new_high)
+    return (low, high) if low < high else (new_low, new_high)
 
 
 class RateLimiter:
-    """Pauses all workers after a 429 and paces requests on the X-RateLimit headers.
+    """The run's `Pacer`, shared by its worker threads: `acquire` blocks, `release` follows."""
 
-    The API allows `X-RateLimit-Limit` requests per window and says how many are left
-    (`X-RateLimit-Remaining`) and when the window resets (`X-RateLimit-Reset`). Requests still
-    in flight will use up some of what is left, so the limiter counts them out: once fewer
-    requests are left than `reserve`, it spreads the rest evenly over the time to the reset,
-    and when none are left it holds every worker until the reset. The tap slows down before it
-    is refused instead of after.
-    """
-
-    def __init__(self, reserve: int, share: float = 1.0) -> None:
-        self._reserve = max(1, reserve)
-        # This job may use `share` of the key's limit: the rest of each window is left to
-        # the key's other clients, so it is counted out of what the key has left.
-        self._share = min(max(share, 0.0), 1.0)
-        self._lock = threading.Lock()
-        self._next_slot = 0.0
-        self._spacing = 0.0
-        self._in_flight = 0
+    def __init__(
+        self,
+        reserve: int,
+        share: float = 1.0,
+        clock: t.Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pacer = Pacer(share=share, workers=reserve)
+        self._clock = clock
+        self._changed = threading.Condition()
+        self._sent_at = threading.local()
         self.waited_seconds = 0.0
 
     def acquire(self) -> None:
         """Block until this worker may send its next request; `release` must follow."""
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next_slot)
-            self._next_slot = slot + self._spacing
-            self._in_flight += 1
-            delay = slot - now
-            self.waited_seconds += delay
-        if delay > 0:
-            time.sleep(delay)
+        began = self._clock()
+        with self._changed:
+            while True:
+                now = self._clock()
+                when = self._pacer.next_send(now)
+                if when is None:
+                    break
+                self._changed.wait(None if math.isinf(when) else max(when - now, 0.0))
+            self.waited_seconds += now - began
+        self._sent_at.value = now
 
     def release(self, headers: t.Mapping[str, str] | None) -> None:
-        """The request is answered (headers) or failed (None): adjust the pace."""
-        remaining = _number(headers.get("X-RateLimit-Remaining")) if headers else None
-        reset = _number(headers.get("X-RateLimit-Reset")) if headers else None
-        limit = _number(headers.get("X-RateLimit-Limit")) if headers else None
-        if remaining is not None and limit is not None:
-            remaining -= (1.0 - self._share) * limit
-        with self._lock:
-            self._in_flight -= 1
-            if remaining is None or reset is None:
-                return
-            budget = remaining - self._in_flight
-            if budget <= 0:
-                self._next_slot = max(self._next_slot, time.monotonic() + reset)
-                self._spacing = 0.0
-            else:
-                self._spacing = reset / budget if budget <= self._reserve else 0.0
+        """The request is answered (headers) or failed (None): learn from it."""
+        sent_at = getattr(self._sent_at, "value", self._clock())
+        with self._changed:
+            self._pacer.answered(sent_at, self._clock(), headers)
+            self._changed.notify_all()
 
     def pause(self, seconds: float) -> None:
         """Hold every worker back for `seconds` (a 429's Retry-After)."""
-        with self._lock:
-            self._next_slot = max(self._next_slot, time.monotonic() + seconds)
+        with self._changed:
+            self._pacer.pause(self._clock(), seconds)
+            self._changed.notify_all()
 
 
 def _number(value: str | None) -> float | None:
