@@ -156,17 +156,23 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def _window(self, key: str, config: SandboxConfig, now: float) -> tuple[float, int]:
+        """The key's window at `now` (wall clock for clock-aligned windows): start, requests."""
         window = config.rate_window
         start, count = self._windows.get(key, (-math.inf, 0))
         if config.rate_window_start == "clock":
-            aligned = now - time.time() % window  # the wall clock's window, on `now`'s clock
-            # The two clocks drift apart by far less than a millisecond within a window.
-            return (start, count) if abs(aligned - start) < 1e-3 else (aligned, 0)
+            aligned = math.floor(now / window) * window  # the same float all through a window
+            return (start, count) if aligned == start else (aligned, 0)
         return (now, 0) if now - start >= window else (start, count)
+
+    @staticmethod
+    def _now(config: SandboxConfig, now: float) -> float:
+        """`now` (monotonic) for windows from a first request; the wall clock for aligned ones."""
+        return time.time() if config.rate_window_start == "clock" else now
 
     def admit(self, key: str, config: SandboxConfig, now: float) -> int:
         """Count a request; return 0 if admitted, else the seconds to wait (Retry-After)."""
         with self._lock:
+            now = self._now(config, now)
             start, count = self._window(key, config, now)
             if config.rate_limit is not None and count >= config.rate_limit:
                 self._windows[key] = (start, count)
@@ -178,6 +184,7 @@ class RateLimiter:
         """Return the X-RateLimit-* headers for a key (None: a request with no valid key)."""
         limit = config.rate_limit or DEFAULT_RATE_LIMIT
         with self._lock:
+            now = self._now(config, now)
             start, count = (now, 0) if key is None else self._window(key, config, now)
         enforced = config.rate_limit is not None  # unlimited: never suggest slowing down
         return {
