@@ -13,6 +13,8 @@
 * ``meltano_env`` (per test): environment variables for one isolated run: a
   private system database (so state never leaks between tests), and a private
   DuckDB file.
+* ``run_into_postgres`` (per test): ``meltano run tap-analytics target-postgres``
+  against a sandbox, into the test's database, with the test's Meltano state.
 
 Sandboxes come from ``start_sandbox`` in ``tests/conftest.py``.
 
@@ -34,7 +36,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +368,17 @@ def target_postgres_env(pg_database: PostgresParams) -> dict[str, str]:
         "TARGET_POSTGRES_PASSWORD": pg_database.password,
         "TARGET_POSTGRES_DATABASE": pg_database.dbname,
     }
+
+
+@pytest.fixture
+def run_into_postgres(
+    meltano_project: Meltano, meltano_env: dict[str, str], target_postgres_env: dict[str, str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run(sandbox, **env)``: the job into this test's database; `env` adds tap settings."""
+
+    def run(sandbox: Any, **env: str) -> subprocess.CompletedProcess[str]:
+        job_env = {**meltano_env, **target_postgres_env, "TAP_ANALYTICS_API_URL": sandbox.url}
+        job_env.update(env)
+        return meltano_project.run("run", "tap-analytics", "target-postgres", env=job_env)
+
+    return run

@@ -127,17 +127,12 @@ def deleted_between(
 
 
 def test_runs_merge_into_postgres(
-    meltano_project: Any,
-    meltano_env: dict[str, str],
-    target_postgres_env: dict[str, str],
-    pg_database: Any,
-    start_sandbox: Any,
+    run_into_postgres: Any, pg_database: Any, start_sandbox: Any
 ) -> None:
     sb = start_sandbox(records_per_resource=RECORDS_PER_RESOURCE)
-    env = {**meltano_env, **target_postgres_env, "TAP_ANALYTICS_API_URL": sb.url}
 
     def run() -> None:
-        meltano_project.run("run", "tap-analytics", "target-postgres", env=env)
+        run_into_postgres(sb)
 
     # 1. Initial sync: one row per record, right types.
     run()
