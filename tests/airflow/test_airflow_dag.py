@@ -5,9 +5,9 @@
    PostgreSQL and nothing of the ungrouped one, three Meltano state ids; then a second DAG run
    with one group's accounts failing at the API: that group alone fails, the others load only
    what changed, and the failed group's state is untouched.
-2. The three groups' ``meltano run`` commands at once (as the pool runs them), built by the
-   DAG's own helpers, into one PostgreSQL under a tight rate limit: complete, no 429, each
-   group's state its own.
+2. Three groups written by the groups command from the key's accounts, their ``meltano run``
+   commands at once (as the pool runs them), built by the DAG's own helpers, into one
+   PostgreSQL under a tight rate limit: complete, no 429, each group's state its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -83,6 +84,12 @@ def task_states(airflow_home: Path, run_id: str) -> dict[str, str]:
             [run_id],
         ).fetchall()
     return {f"{task}[{label}]" if label else task: state for task, label, state in rows}
+
+
+def problems(output: str) -> str:
+    """The lines of a DAG run's output that say what failed (for assertion messages)."""
+    lines = [line for line in output.splitlines() if "ERROR" in line or "[error" in line]
+    return "\n".join(lines[-40:]) or output[-4000:]
 
 
 def last_run_id(airflow_home: Path) -> str:
@@ -196,7 +203,7 @@ def test_dag_runs_each_group_alone(
         "run_group[beta]": "success",
         "run_group[gamma]": "success",
         "accounts_in_groups": "failed",
-    }, output[-6000:]
+    }, problems(output)
     assert any(left_out in line and "in no group" in line for line in output.splitlines())
     grouped = {account for ids in groups.values() for account in ids}
     tables = pg_checks.assert_matches_sandbox(
@@ -213,8 +220,9 @@ def test_dag_runs_each_group_alone(
     sb.configure(failing_user_ids=(groups["beta"][3],))
     run = airflow("dags", "test", "tap_analytics")
     states = task_states(airflow_home, last_run_id(airflow_home))
-    assert states["run_group[beta]"] == "failed", (run.stdout + run.stderr)[-6000:]
-    assert states["run_group[alpha]"] == states["run_group[gamma]"] == "success", states
+    output = run.stdout + run.stderr
+    assert states["run_group[beta]"] == "failed", problems(output)
+    assert states["run_group[alpha]"] == states["run_group[gamma]"] == "success", problems(output)
     others = set(groups["alpha"]) | set(groups["gamma"])
     expected = {
         stream: only_accounts(second, others)[stream]
@@ -249,8 +257,23 @@ def test_groups_run_at_once_without_429(
     # A limit the three groups would exceed together at the tap's default concurrency.
     sb = start_sandbox(records_per_resource=ACCOUNTS, seed=4, rate_limit=12, rate_window=2.0)
     snapshot = sb.snapshot()
-    groups, _ = three_groups(snapshot)
     base = {**deployment, "TAP_ANALYTICS_API_URL": sb.url}
+    # The groups: a first file written by the command, from the accounts the key can see.
+    write = subprocess.run(
+        [sys.executable, groups_module.__file__, "--size", "20"],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert write.returncode == 0, write.stderr
+    assert API_KEY not in write.stdout + write.stderr
+    groups = json.loads(Path(base["TAP_ANALYTICS_ACCOUNT_GROUPS"]).read_text())
+    assert [len(ids) for ids in groups.values()] == [20, 20, 20], groups
+    assert sorted(a for ids in groups.values() for a in ids) == sorted(
+        r["id"] for r in snapshot["users"]
+    )
     settings = groups_module.Settings.from_env(base)
     share = groups_module.usable_rate_limit_share(settings, base)
     procs = {}
