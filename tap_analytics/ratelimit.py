@@ -42,6 +42,8 @@ class _Window:
     remaining: int | None = None  # the lowest X-RateLimit-Remaining seen in it
     lowest_at: float = -math.inf  # when the answer with that lowest value arrived
     others: int = 0  # requests of other clients seen in it, at least
+    others_since: tuple[float, int] | None = None  # when others were first seen, how many
+    others_rate: float = 0.0  # their requests a second since then
     claim: int = 0  # requests it may send on the strength of the latest answer
     claimed_at: float = -math.inf  # when `claim` was last set
     exhausted: bool = False  # a 429 said so
@@ -76,6 +78,7 @@ class Pacer:
         self.unlimited = False  # answers carry no rate-limit headers: nothing to pace on
         self.window_seconds = 1.0  # the longest Reset seen: the window's length, rounded up
         self.in_flight = 0
+        self.rtt = 0.0  # a recent long round trip: how stale an answer's news can be
         self.hold_until = -math.inf  # Retry-After
         self.window: _Window | None = None
         self._previous: tuple[int, int] | None = None  # (own, others) in the last window
@@ -118,6 +121,7 @@ class Pacer:
             return
         self.unlimited = False
         self.limit = int(limit)
+        self.rtt = max(now - sent_at, 0.9 * self.rtt)
         self.window_seconds = max(self.window_seconds, reset)
         if window is None:
             window = self._roll(sent_at)
@@ -131,7 +135,7 @@ class Pacer:
             window.end_low, window.end_high = _narrow(window.end_low, window.end_high, low, high)
         if window.remaining is None or remaining <= window.remaining:
             window.remaining, window.lowest_at = int(remaining), now
-        window.others = max(window.others, self.limit - int(remaining) - window.sent)
+        self._see_others(window, self.limit - int(remaining) - window.sent, now)
         if sent_at >= window.claimed_at:
             window.claim, window.claimed_at = self._claim(window, now), now
 
@@ -184,16 +188,46 @@ class Pacer:
         assert self.limit is not None
         if window.exhausted:
             return 0
-        if window.remaining is None:
-            key_left = self.limit - window.sent
-        else:
-            key_left = window.remaining - self.in_flight
+        key_left = self._key_left(window, now)
         own_left = window.allocation + window.claim
         if self._previous and window.remaining is not None and not self._contended(window, now):
             own_left = key_left  # alone in this window and the last: no one to leave any for
         if self.share < 1:
             own_left = min(own_left, self._cap() - window.sent)
         return min(own_left, key_left)
+
+    def _key_left(self, window: _Window, now: float) -> int:
+        """What the key has left for this window as far as this process can tell."""
+        assert self.limit is not None
+        if window.remaining is None:
+            return self.limit - window.sent
+        return window.remaining - self.in_flight - self._others_in_flight(window, now)
+
+    def _see_others(self, window: _Window, others: int, now: float) -> None:
+        """Other clients' requests counted in the key's window by now, at least."""
+        if others <= window.others:
+            return
+        if window.others_since is None:
+            window.others_since = (now, others)
+        else:
+            began, first = window.others_since
+            if now - began > 0.05:
+                window.others_rate = (others - first) / (now - began)
+        window.others = others
+
+    def _others_in_flight(self, window: _Window, now: float) -> int:
+        """Other clients' requests on their way, which the last answer cannot count yet.
+
+        Their rate over the age of the news (since the last answer, plus the longest recent
+        round trip); before it is known, as many as this process has in flight (also in its
+        first window, where others may be starting unseen).
+        """
+        if window.others_rate:
+            age = max(0.0, now - window.lowest_at) + self.rtt
+            return math.ceil(window.others_rate * age)
+        if window.others > 0 or not self._previous:
+            return self.in_flight
+        return 0
 
     def _cap(self) -> int:
         """Requests this process may send into one window by its share."""
@@ -210,9 +244,11 @@ class Pacer:
         return self._previous is not None and self._previous[1] > 0 and now < self._settled(window)
 
     def _contended(self, window: _Window, now: float) -> bool:
-        """Whether other clients use the key now (or did in the last window, at its start)."""
-        previous = self._previous[1] if self._previous else 0
-        return window.others > 0 or (previous > 0 and self._settling(window, now))
+        """Whether other clients use the key in this window or did in the last one.
+
+        (Their use in this one may not show yet: the answers' news is as old as their trip.)
+        """
+        return window.others > 0 or (self._previous is not None and self._previous[1] > 0)
 
     def _in_tail(self, window: _Window, now: float) -> bool:
         """Whether others use the key and it is nearly spent: then one request at a time.
@@ -221,12 +257,12 @@ class Pacer:
         """
         if window.remaining is None or not self._contended(window, now):
             return False
-        return window.remaining - self.in_flight < TAIL_WORKERS * self.workers
+        return self._key_left(window, now) < TAIL_WORKERS * self.workers
 
     def _claim(self, window: _Window, now: float) -> int:
         """Requests the latest answer allows beyond the window's allocation."""
         assert window.remaining is not None
-        left = window.remaining - self.in_flight
+        left = self._key_left(window, now)
         contended = self._contended(window, now)
         if not contended and self._previous:
             return max(0, left)  # alone in this window and the last
