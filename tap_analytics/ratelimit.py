@@ -25,11 +25,11 @@ PHASE_PRECISION = 0.06
 PHASE_PROBES = 3
 #: Sharing the key, a client claims this fraction of what it sees left at a time (a few
 #: clients claiming at once stay within it) ...
-CLAIM_DIVISOR = 4
+CLAIM_DIVISOR = 5
 #: ... and once fewer than this many times its workers are left, one request at a time,
-TAIL_WORKERS = 2
+TAIL_WORKERS = 4
 #: leaving this many for the others' requests it cannot have seen yet.
-TAIL_SPARE = 2
+TAIL_SPARE = 3
 
 
 @dataclass
@@ -188,6 +188,12 @@ class Pacer:
         assert self.limit is not None
         if window.exhausted:
             return 0
+        if self.share < 1:
+            # A fixed split: the other jobs keep to theirs, so this one may use all of its
+            # own share as soon as it likes, as long as the key (as last seen) has it.
+            if window.remaining is None:
+                return self._cap() - window.sent
+            return min(self._cap() - window.sent, window.remaining - self.in_flight)
         key_left = self._key_left(window, now)
         own_left = window.allocation + window.claim
         if self._previous and window.remaining is not None and not self._contended(window, now):
@@ -255,7 +261,7 @@ class Pacer:
 
         Each goes on a fresh answer, so that no client acts for long on what it saw last.
         """
-        if window.remaining is None or not self._contended(window, now):
+        if self.share < 1 or window.remaining is None or not self._contended(window, now):
             return False
         return self._key_left(window, now) < TAIL_WORKERS * self.workers
 
