@@ -10,7 +10,12 @@ processes, each reading all seven resources completely with pages of 100:
                      (benchmarks/sdk_template_tap.py)
 
 Scenario A has no latency and more data (throughput); scenario B adds 50 ms to every response
-(latency hiding). Each scenario starts with an untimed verification pass (every contender once,
+(latency hiding). Scenario C is a fast server (`fast_pages`: each page served from its kept
+JSON and gzip bytes, well under a millisecond), where the client's own CPU per record is the
+limit: the tap against the bare sequential loop. Scenarios F0 and F are the tap alone at 30 ms
+latency, without faults and with 2 % faults of every kind but 429 (5xx, proxy 502-504 pages,
+resets, stalls of 2-4 s, cut-off bodies), on issue 13's data (26,000 records, 150 accounts).
+Each scenario starts with an untimed verification pass (every contender once,
 stdout to a file, records counted per stream against the sandbox's totals), then runs
 interleaved rounds, each running every contender once in a rotating order; medians are
 reported. A last part runs the tap alone at two data sizes 16x apart and compares peak RSS.
@@ -57,6 +62,8 @@ FULL = {
     "b_latency_ms": 50,
     "memory_small": 2_500,
     "memory_large": 40_000,
+    "c_records": 20_000,
+    "f_records": 5_140,
 }
 QUICK = {
     "rounds": 1,
@@ -65,7 +72,19 @@ QUICK = {
     "b_latency_ms": 50,
     "memory_small": 500,
     "memory_large": 8_000,
+    "c_records": 2_500,
+    "f_records": 1_000,
 }
+#: Accounts owning the records in scenarios C and F: as many accounts as records would make
+#: the tap's STATE (which lists the accounts read) the largest message it writes.
+ACCOUNTS = 150
+FAULTS = {
+    "fault_rate": 0.02,
+    "faults": ("500", "502", "503", "504", "reset", "stall", "truncated"),
+    "stall_seconds": 2,
+    "stall_seconds_max": 4,
+}
+FAULTS_LATENCY_MS = 30
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,12 +109,41 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_parts(settings: dict[str, Any], setup: Setup) -> dict[str, Any]:
-    """Scenarios A and B, the fixed cost and memory flatness, one after another."""
+    """The scenarios, the fixed cost and memory flatness, one after another."""
     latency = settings["b_latency_ms"]
+    accounts = {"accounts": ACCOUNTS}
+    tap_only = ("tap-analytics",)
     return {
         "scenarios": {
             "A": scenario(setup, "A", "no latency", settings["a_records"], 0),
             "B": scenario(setup, "B", f"{latency} ms latency", settings["b_records"], latency),
+            "C": scenario(
+                setup,
+                "C",
+                "fast server (pages kept serialised and compressed), no latency",
+                settings["c_records"],
+                0,
+                {**accounts, "fast_pages": True},
+                ("tap-analytics", "bare-sequential"),
+            ),
+            "F0": scenario(
+                setup,
+                "F0",
+                f"{FAULTS_LATENCY_MS} ms latency, no faults",
+                settings["f_records"],
+                FAULTS_LATENCY_MS,
+                accounts,
+                tap_only,
+            ),
+            "F": scenario(
+                setup,
+                "F",
+                f"{FAULTS_LATENCY_MS} ms latency, 2 % faults of every kind, stalls of 2-4 s",
+                settings["f_records"],
+                FAULTS_LATENCY_MS,
+                {**accounts, **FAULTS},
+                tap_only,
+            ),
         },
         "fixed_cost": fixed_cost(setup),
         "memory": memory_flatness(setup, settings["memory_small"], settings["memory_large"]),

@@ -41,6 +41,14 @@ def contenders(
     ]
 
 
+def reported_sync_seconds(contender: str, stderr_text: str) -> float | None:
+    """The seconds of the tap's sync as its RUN_SUMMARY counts them (others: None)."""
+    if contender != "tap-analytics":
+        return None
+    summary = run_summary(stderr_text.splitlines())
+    return None if summary is None else float(summary["seconds"])
+
+
 def write_configs(workdir: Path, url: str) -> tuple[Path, Path]:
     """The config files of the tap (max_concurrency 8) and of the SDK template tap."""
     config = workdir / "config.json"

@@ -15,6 +15,9 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each ratio the project sets a goal for (or shows for information), and whether it is met."""
     a = results["scenarios"]["A"]["contenders"]
     b = results["scenarios"]["B"]["contenders"]
+    c = results["scenarios"]["C"]["contenders"]
+    f0 = results["scenarios"]["F0"]["contenders"]
+    f = results["scenarios"]["F"]["contenders"]
     memory = results["memory"]
 
     def get(part: dict[str, Any], name: str, key: str) -> float | None:
@@ -61,6 +64,23 @@ def ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
             "A: tap CPU / bare-sequential CPU",
             _ratio(get(a, "tap-analytics", "cpu_s"), get(a, "bare-sequential", "cpu_s")),
             "(info)",
+        ),
+        (
+            "C: tap records/s / bare-sequential records/s, fast server",
+            _ratio(
+                get(c, "tap-analytics", "records_per_s"), get(c, "bare-sequential", "records_per_s")
+            ),
+            ">= 1.2",
+        ),
+        (
+            "F: tap wall with 2 % faults / fault-free wall",
+            _ratio(get(f, "tap-analytics", "wall_s"), get(f0, "tap-analytics", "wall_s")),
+            "<= 1.5",
+        ),
+        (
+            "F: the same, each from the first request (the tap's sync seconds)",
+            _ratio(get(f, "tap-analytics", "sync_s"), get(f0, "tap-analytics", "sync_s")),
+            "<= 1.5",
         ),
         (
             f"memory: tap peak RSS at {memory['data_ratio']:.0f}x the data",

@@ -47,9 +47,13 @@ def report(results: dict[str, Any]) -> str:
     for scenario_result in results["scenarios"].values():
         out.append("")
         out.append(
-            f"Scenario {scenario_result['name']} - {scenario_result['title']}: 7 x "
-            f"{scenario_result['records_per_resource']:,} = {scenario_result['records']:,} "
-            f"records, latency {scenario_result['latency_ms']} ms, page size 100"
+            f"Scenario {scenario_result['name']} - {scenario_result['title']}: "
+            f"{scenario_result['records']:,} records ({scenario_result['records_per_resource']:,}"
+            f" a resource), latency {scenario_result['latency_ms']} ms, page size 100"
+            + "".join(
+                f", {switch} {value}"
+                for switch, value in scenario_result.get("switches", {}).items()
+            )
         )
         rows = [
             [
@@ -61,12 +65,13 @@ def report(results: dict[str, Any]) -> str:
                 "peak RSS MB",
                 "sandbox CPU s (%wall)",
                 "requests",
+                "sync s",
                 "other CPU s",
             ]
         ]
         for name, s in scenario_result["contenders"].items():
             if "failed" in s:
-                rows.append([name, "FAILED", *[""] * 7])
+                rows.append([name, "FAILED", *[""] * 8])
                 continue
             rows.append(
                 [
@@ -78,10 +83,11 @@ def report(results: dict[str, Any]) -> str:
                     _rss(s),
                     f"{s['sandbox_cpu_s']:.2f} ({100 * s['sandbox_cpu_s'] / s['wall_s']:.0f}%)",
                     f"{s['requests']:.0f}",
+                    "-" if s.get("sync_s") is None else f"{s['sync_s']:.2f}",
                     f"{s['foreign_cpu_s']:.2f}",
                 ]
             )
-        out.append(table(rows, "lrrrrrrrr"))
+        out.append(table(rows, "lrrrrrrrrr"))
         out += _failures(scenario_result["contenders"])
     fixed = results["fixed_cost"]
     out.append("")

@@ -11,7 +11,7 @@ from typing import Any
 from child import run_measured
 
 from bench import log
-from bench.contenders import Contender, reported_records
+from bench.contenders import Contender, reported_records, reported_sync_seconds
 from bench.machine import machine_busy_seconds, self_cpu_seconds, wait_for_quiet
 from bench.sandbox_process import Sandbox
 
@@ -32,6 +32,8 @@ class Run:
     sandbox_cpu_s: float
     requests: int
     reported_records: int | None
+    #: The tap's own count of its sync's seconds (RUN_SUMMARY), from before its first request.
+    sync_s: float | None = None
     #: Busy CPU seconds of everything else on the machine during the run (noise), and steal.
     foreign_cpu_s: float = 0.0
     steal_s: float = 0.0
@@ -86,6 +88,7 @@ def run_once(
         sandbox_cpu,
         requests,
         reported_records(contender.name, stderr_text),
+        sync_s=reported_sync_seconds(contender.name, stderr_text),
         foreign_cpu_s=max(0.0, machine_after - machine_before - child_cpu - sandbox_cpu - self_cpu),
         steal_s=steal_after - steal_before,
         busy_cpus_before=busy_cpus_before,
@@ -137,6 +140,7 @@ def summarize(runs: list[Run], records: int, failure: str | None = None) -> dict
         "max_rss_mb": median([r.max_rss_mb for r in runs]),
         "sandbox_cpu_s": median([r.sandbox_cpu_s for r in runs]),
         "requests": median([r.requests for r in runs]),
+        "sync_s": median(syncs) if (syncs := [r.sync_s for r in runs if r.sync_s]) else None,
         "foreign_cpu_s": median([r.foreign_cpu_s for r in runs]),
         "rss_floor_mb": max(r.rss_floor_mb for r in runs),
         "runs": [asdict(r) for r in runs],

@@ -18,8 +18,15 @@ class Sandbox:
     """The sandbox API in its own process, with its CPU time and request counter at hand."""
 
     def __init__(
-        self, python: Path, records: int, latency_ms: int, workdir: Path, name: str
+        self,
+        python: Path,
+        records: int,
+        latency_ms: int,
+        workdir: Path,
+        name: str,
+        switches: dict[str, Any] | None = None,
     ) -> None:
+        """`switches`: more of the sandbox's switches (SandboxConfig fields, by name)."""
         self.records = records
         self.latency_ms = latency_ms
         self._stderr = open(workdir / f"sandbox-{name}.err", "wb")  # noqa: SIM115
@@ -36,6 +43,12 @@ class Sandbox:
             "--api-key",
             API_KEY,
         ]
+        for switch, value in (switches or {}).items():
+            flag = "--" + switch.replace("_", "-")
+            if value is True:
+                argv.append(flag)
+            else:
+                argv += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
         self.proc = subprocess.Popen(
             argv, cwd=REPO, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )

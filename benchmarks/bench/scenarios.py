@@ -1,4 +1,4 @@
-"""The parts of a benchmark: two scenarios, the fixed cost, memory flatness; rounds in each."""
+"""The parts of a benchmark: the scenarios, the fixed cost, memory flatness; rounds in each."""
 
 from __future__ import annotations
 
@@ -26,24 +26,41 @@ class Setup:
 
 @contextlib.contextmanager
 def _sandboxed(
-    setup: Setup, name: str, records: int, latency_ms: int
+    setup: Setup,
+    name: str,
+    records: int,
+    latency_ms: int,
+    switches: dict[str, Any] | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[Path, Sandbox, list[Contender]]]:
-    """A work directory `name`, a sandbox of its own, and the contenders pointed at it."""
+    """A work directory `name`, a sandbox of its own, and the contenders pointed at it.
+
+    `switches`: more sandbox switches; `only`: these contenders, not all four.
+    """
     workdir = setup.root / name
     workdir.mkdir()
-    with Sandbox(setup.python, records, latency_ms, workdir, name) as sandbox:
+    with Sandbox(setup.python, records, latency_ms, workdir, name, switches) as sandbox:
         config, template_config = write_configs(workdir, sandbox.url)
-        yield (
-            workdir,
-            sandbox,
-            contenders(setup.python, setup.tap, config, template_config, sandbox.url),
-        )
+        entries = contenders(setup.python, setup.tap, config, template_config, sandbox.url)
+        yield workdir, sandbox, [c for c in entries if only is None or c.name in only]
 
 
-def scenario(setup: Setup, name: str, title: str, records: int, latency_ms: int) -> dict[str, Any]:
+def scenario(
+    setup: Setup,
+    name: str,
+    title: str,
+    records: int,
+    latency_ms: int,
+    switches: dict[str, Any] | None = None,
+    only: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
     """A verification pass (outputs counted), then the timed rounds, against one sandbox."""
-    log(f"\n== scenario {name}: {title} (7 x {records:,} records, latency {latency_ms} ms) ==")
-    with _sandboxed(setup, name, records, latency_ms) as (workdir, sandbox, entries):
+    log(f"\n== scenario {name}: {title} ({records:,} records/resource, latency {latency_ms} ms) ==")
+    with _sandboxed(setup, name, records, latency_ms, switches, only) as (
+        workdir,
+        sandbox,
+        entries,
+    ):
         total = sum(sandbox.expected.values())
         verification: dict[str, Any] = {}
         failures: dict[str, str] = {}
@@ -69,6 +86,7 @@ def scenario(setup: Setup, name: str, title: str, records: int, latency_ms: int)
         "title": title,
         "records_per_resource": records,
         "latency_ms": latency_ms,
+        "switches": switches or {},
         "records": total,
         "verification": verification,
         "contenders": {
