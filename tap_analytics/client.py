@@ -27,7 +27,16 @@ from tap_analytics.errors import APIRequestError, ApiUrlError, RetriesExhaustedE
 from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
-from tap_analytics.scheduler import Page, PageScheduler, StreamReader
+from tap_analytics.scheduler import (
+    HEDGE_DEFAULT_SECONDS,
+    Page,
+    PageScheduler,
+    StreamReader,
+    hedged,
+    on_worker,
+    request_queued,
+    request_sent,
+)
 from tap_analytics.sdk import SeamStream, record_messages
 from tap_analytics.stats import StreamStats
 
@@ -233,7 +242,14 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             problem = transport.fatal_exception(exc) or redactor.redact(str(exc))
             raise ApiUrlError(self.name, self.url_base, problem) from None
         try:
-            return self._send_with_retries(prepared)
+            if on_worker():
+                return self._send_with_retries(prepared)
+            # Outside the scheduler (the accounts listing) a stall would stop the whole run.
+            return hedged(
+                lambda: self._send_with_retries(prepared),
+                lambda: self._send_with_retries(prepared.copy()),
+                HEDGE_DEFAULT_SECONDS,
+            )
         except (RetriableAPIError, requests.RequestException) as exc:
             raise RetriesExhaustedError(self.name, self.backoff_max_tries(), str(exc)) from None
 
@@ -245,7 +261,10 @@ class AnalyticsStream(SeamStream[WindowCursor]):
 
     def _send(self, prepared: requests.PreparedRequest) -> tuple[Envelope, t.Mapping[str, str]]:
         limiter = self.resources.rate_limiter
+        # Waiting for the limiter is not latency: the scheduler hedges only on time sent.
+        request_queued()
         limiter.acquire()
+        request_sent()
         self.stats.count_request()
         try:
             # Redirects are not followed: validate_response refuses them (transport says why).

@@ -7,31 +7,145 @@ overlap by one record so that the writer can check that they join up (`OverlapCh
 keyset walk where they do not. Offsets, unlike time slices, split the work evenly however the
 records are spread in time. The tap still emits one stream at a time, page after page, so
 every RECORD comes out in `updated_at` order and every STATE claims only what has been written.
-Buffers are bounded, so memory does not grow with the data.
+
+A page that is slow (a stalled response, a retry backing off) must not stop the line:
+
+* **Hedging.** Once a request has been out far longer than the run's observed latency
+  (`HEDGE_LATENCY_FACTOR` x its 90th percentile, at least `HEDGE_MIN_SECONDS`), an idle worker
+  sends the same request again; the first answer is used and the other dropped. Time spent
+  waiting for the rate limiter does not count, and the copy waits for the limiter like any
+  request, so hedges spend only budget the limiter grants. At most one copy per request, and
+  at most `workers // 4` (at least one) copies at once.
+* **Lookahead while blocked.** While the page the writer waits on is late (out for more than
+  twice the observed latency), every worker may buffer `BLOCKED_PAGES_PER_WORKER` more pages,
+  so that the others keep flowing until it arrives.
+
+Memory stays bounded whatever the size of the data: at most
+(`CURRENT_PAGES_PER_WORKER` + `AHEAD_PAGES_PER_WORKER` + 2 x `BLOCKED_PAGES_PER_WORKER`) x
+workers pages wait for the writer (64 pages of 100 records with the default 8 workers), plus
+one page per worker and per hedge in flight.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import queue
 import threading
 import time
 import typing as t
+from collections import deque
 from dataclasses import dataclass
 
 from tap_analytics.pagination import Envelope, OverlapChain, Window, WindowCursor
 from tap_analytics.timestamps import epoch, rfc3339
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
-#: Pages, per worker, that may wait for the writer: in the stream being written, and in all
-#: the others together. This bounds memory whatever the size of the data.
+    R = t.TypeVar("R")
+
+#: Pages, per worker, that may wait for the writer: in the stream being written, in all the
+#: others together, and more in each while the page the writer waits on is late.
 CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
+BLOCKED_PAGES_PER_WORKER = 2
+#: A request out longer than this many times the 90th percentile of the run's latency (and at
+#: least HEDGE_MIN_SECONDS) is sent again; before LATENCY_SAMPLES_NEEDED answers, after
+#: HEDGE_DEFAULT_SECONDS.
+HEDGE_LATENCY_FACTOR = 4.0
+HEDGE_MIN_SECONDS = 0.25
+HEDGE_DEFAULT_SECONDS = 1.0
+LATENCY_SAMPLES_NEEDED = 8
+#: Answers the latency percentiles are taken over (the most recent).
+LATENCY_WINDOW = 128
+#: The page the writer waits on is late once out this many times the 90th percentile (and
+#: at least BLOCKED_MIN_SECONDS): the lookahead grows.
+BLOCKED_LATENCY_FACTOR = 2.0
+BLOCKED_MIN_SECONDS = 0.1
 #: How long closing waits for requests in flight. A process that exits while a worker is inside
 #: OpenSSL (a handshake, loading CA certificates) crashes in OpenSSL's exit cleanup (SIGSEGV);
 #: a handshake takes milliseconds, and a worker sleeping in backoff is left behind.
 CLOSE_WAIT_SECONDS = 2.0
+
+_logger = logging.getLogger("tap-analytics")
+#: The copy of a request the current worker thread is sending (see request_queued/_sent).
+_local = threading.local()
+
+Task: t.TypeAlias = "int | WindowCursor"
+
+
+class Superseded(BaseException):
+    """The other copy of this request answered: its next attempt is not sent.
+
+    A BaseException, so that no retry loop catches it.
+    """
+
+
+def request_queued() -> None:
+    """The current worker's request waits for the rate limiter: that is not latency.
+
+    The stream calls it before asking the limiter for each attempt, and request_sent once
+    allowed; outside a scheduler's worker both do nothing. Raises Superseded when the other
+    copy of the request has answered.
+    """
+    copy: _Copy | None = getattr(_local, "copy", None)
+    if copy is not None:
+        if copy.superseded():
+            raise Superseded
+        copy.mark(None)
+
+
+def request_sent() -> None:
+    """The current worker's request goes out now (after the limiter allowed it)."""
+    copy: _Copy | None = getattr(_local, "copy", None)
+    if copy is not None:
+        copy.mark(time.monotonic())
+
+
+#: Calls `hedged` makes at most: the request and two copies.
+HEDGED_CALLS = 3
+
+
+def on_worker() -> bool:
+    """Whether the current thread is a scheduler's worker sending a request (it hedges)."""
+    return getattr(_local, "copy", None) is not None
+
+
+def hedged(send: Callable[[], R], copy: Callable[[], R], after: float) -> R:
+    """`send()`, and `copy()` too each time no call has answered for `after` seconds.
+
+    Each runs in a thread of its own; the first answer wins, an error only once every call has
+    failed. For the requests made outside the scheduler (the accounts listing, before any
+    page), where no latency is known yet: a stalled response there would hold up the run.
+    """
+    answers: queue.SimpleQueue[tuple[bool, t.Any]] = queue.SimpleQueue()
+
+    def run(call: Callable[[], R]) -> None:
+        try:
+            answers.put((True, call()))
+        except BaseException as exc:  # handed to the caller
+            answers.put((False, exc))
+
+    def start(call: Callable[[], R]) -> None:
+        threading.Thread(target=run, args=(call,), name="tap-analytics-hedge", daemon=True).start()
+
+    start(send)
+    calls, failures = 1, 0
+    while True:
+        try:
+            answered, value = answers.get(timeout=after if calls < HEDGED_CALLS else None)
+        except queue.Empty:
+            start(copy)
+            calls += 1
+            _logger.info("A request outside the page scheduler is slow: sent again")
+            continue
+        if answered:
+            return t.cast("R", value)
+        failures += 1
+        if failures == calls:
+            raise value
 
 
 class PageSource(t.Protocol):
@@ -65,6 +179,42 @@ class Page:
     bookmark: str
 
 
+@dataclass(eq=False)
+class _Flight:
+    """A request in flight: when its latest attempt went out, and its copies (a hedge)."""
+
+    #: When the first copy's latest attempt went out; None while it waits for the limiter.
+    sent_at: float | None = None
+    copies: int = 1
+    hedged: bool = False
+
+
+@dataclass(eq=False)
+class _Copy:
+    """One worker's copy of a request in flight."""
+
+    reader: StreamReader
+    task: Task
+    flight: _Flight
+    primary: bool
+    sent_at: float | None = None
+
+    def superseded(self) -> bool:
+        """Whether nobody needs this copy's answer: the other answered, or its stream closed."""
+        return self.reader.closed or self.reader.flights.get(self.task) is not self.flight
+
+    def dropped(self, now: float) -> bool:
+        """Whether nobody needs this copy's answer and it went out a while ago."""
+        sent_at = self.sent_at
+        return self.superseded() and sent_at is not None and now - sent_at >= HEDGE_MIN_SECONDS
+
+    def mark(self, sent_at: float | None) -> None:
+        """An attempt went out at `sent_at` (None: it waits for the rate limiter)."""
+        self.sent_at = sent_at
+        if self.primary:
+            self.flight.sent_at = sent_at
+
+
 class StreamReader:
     """One stream's window: its pages fetched ahead by the workers, joined by the writer."""
 
@@ -80,17 +230,21 @@ class StreamReader:
             )
         #: Pages fetched and not yet joined, by index; pages are requested in index order.
         self.fetched: dict[int, Envelope] = {}
+        #: Requests in flight: page indexes and walk cursors.
+        self.flights: dict[Task, _Flight] = {}
         self.next_index = 0
-        #: The page the writer waits on or reads from.
+        #: The page the writer waits on or reads from, and whether it waits on it now.
         self.position = 0
+        self.waiting = False
         #: Pages the first page's `paging.total` calls for; the highest index seen full; the
         #: lowest seen to end the window. Without a total, pages are fetched a few ahead of
         #: the last full one.
         self.planned = 1
         self.highest_full = -1
         self.lowest_end: int | None = None
-        #: A walk's request the writer waits on, and its answer (or error).
+        #: A walk's request to send, the one the writer waits on, and its answer (or error).
         self.walk_request: WindowCursor | None = None
+        self.walk_pending: WindowCursor | None = None
         self.walk_answer: Envelope | BaseException | None = None
         self.failure: tuple[int, BaseException] | None = None
         self.closed = False
@@ -110,78 +264,111 @@ class StreamReader:
 
         Raises the error of a request this stream needed.
         """
-        condition = self._scheduler.condition
-        with condition:
-            self._scheduler.current = self
-            condition.notify_all()
+        scheduler = self._scheduler
+        with scheduler.lock:
+            scheduler.current = self
+            scheduler.work.notify_all()
         try:
             for records in self.chain.read(self._page_at, self._walk):
                 assert self.chain.last is not None
                 bookmark = rfc3339(self.chain.last[0])
                 yield Page(self.stream.conform(records), bookmark)
         finally:
-            with condition:
+            with scheduler.lock:
                 self.closed = True
                 self.fetched.clear()
-                condition.notify_all()
+                scheduler.forget(self)
+                scheduler.work.notify_all()
         yield Page([], rfc3339(self.chain.updated_until))
 
     def _page_at(self, index: int) -> Envelope:
         """Page `index`, once a worker has fetched it."""
-        condition = self._scheduler.condition
-        with condition:
-            self.position = index
-            condition.notify_all()
+        scheduler = self._scheduler
+        with scheduler.lock:
+            if index != self.position:
+                self.position = index
+                if index not in self.fetched and index not in self.flights:
+                    scheduler.work.notify()  # the page waited on goes before any cap
             while index not in self.fetched:
                 if self.failure is not None and self.failure[0] <= index:
                     raise self.failure[1]
-                if self._scheduler.failure is not None:
-                    raise self._scheduler.failure
-                condition.wait()
-            condition.notify_all()
+                if scheduler.failure is not None:
+                    raise scheduler.failure
+                self.waiting = True
+                scheduler.ready.wait()
+                self.waiting = False
+            scheduler.work.notify()  # a buffer slot is free
             return self.fetched.pop(index)
 
     def _walk(self, cursor: WindowCursor) -> Envelope:
         """A walk's page, fetched by a worker ahead of everything else."""
-        condition = self._scheduler.condition
-        with condition:
-            self.walk_request, self.walk_answer = cursor, None
-            condition.notify_all()
+        scheduler = self._scheduler
+        with scheduler.lock:
+            self.walk_request = self.walk_pending = cursor
+            self.walk_answer = None
+            scheduler.work.notify()
             while self.walk_answer is None:
-                if self._scheduler.failure is not None:
-                    raise self._scheduler.failure
-                condition.wait()
-            answer, self.walk_answer = self.walk_answer, None
+                if scheduler.failure is not None:
+                    raise scheduler.failure
+                self.waiting = True
+                scheduler.ready.wait()
+                self.waiting = False
+            answer, self.walk_answer, self.walk_pending = self.walk_answer, None, None
         if isinstance(answer, BaseException):
             raise answer
         return answer
 
-    def fetch(self, task: int | WindowCursor) -> None:
+    def head_flight(self) -> _Flight | None:
+        """The request the writer waits on, if it waits on one in flight."""
+        if not self.waiting:
+            return None
+        if self.walk_pending is not None:
+            return self.flights.get(self.walk_pending)
+        return self.flights.get(self.position)
+
+    def fetch(self, task: Task, copy: _Copy) -> None:
         """Fetch a page or a walk's page (in a worker thread, outside the scheduler's lock)."""
-        if isinstance(task, WindowCursor):
-            try:
-                answer: Envelope | BaseException = self.stream.fetch_page(task)
-            except BaseException as exc:
-                answer = exc
-            with self._scheduler.condition:
-                self.walk_answer = answer
-            return
+        scheduler = self._scheduler
+        flight = copy.flight
+        until: str | None = None
         try:
-            if task == 0 and self.chain.updated_until is None:
+            if isinstance(task, WindowCursor):
+                envelope = self.stream.fetch_page(task)
+            elif task == 0 and self.chain.updated_until is None:
                 envelope, until = self.stream.first_page(self.chain.updated_since)
             else:
-                envelope, until = self.stream.fetch_page(self.chain.cursor(task)), None
+                envelope = self.stream.fetch_page(self.chain.cursor(task))
         except BaseException as exc:
-            with self._scheduler.condition:
-                if self.failure is None or task < self.failure[0]:
+            with scheduler.lock:
+                flight.copies -= 1
+                if self.flights.get(task) is not flight or flight.copies:
+                    return  # another copy answered, or may still
+                del self.flights[task]
+                if isinstance(task, WindowCursor):
+                    if task == self.walk_pending and self.walk_answer is None:
+                        self.walk_answer = exc
+                elif self.failure is None or task < self.failure[0]:
                     self.failure = (task, exc)
+                scheduler.ready.notify_all()
             return
-        with self._scheduler.condition:
-            if until is None:
-                self._store(task, envelope)
-            else:
+        with scheduler.lock:
+            flight.copies -= 1
+            if copy.sent_at is not None:
+                scheduler.observe(time.monotonic() - copy.sent_at)
+            if self.flights.get(task) is not flight:
+                return  # the other copy answered first
+            del self.flights[task]
+            if not copy.primary:
+                scheduler.hedges_won += 1
+            if isinstance(task, WindowCursor):
+                if task == self.walk_pending and self.walk_answer is None:
+                    self.walk_answer = envelope
+                    scheduler.ready.notify_all()
+            elif until is not None:
                 self.chain.updated_until = until
                 self._take_first_page(envelope)
+            else:
+                self._store(task, envelope)
 
     def _take_first_page(self, page: Envelope) -> None:
         """Take a first page asked before the window's end was known, if it can stand in.
@@ -201,24 +388,30 @@ class StreamReader:
 
     def _store(self, index: int, page: Envelope) -> None:
         """Note what a fetched page says about the others and keep it for the writer."""
+        scheduler = self._scheduler
         if index == 0:
             self.planned = self.chain.pages_for(page.paging.total)
             self.stream.expect_records(page.paging.total)
+            scheduler.work.notify_all()  # the rest of the window's pages can go
         if self.chain.ends_window(index, page):
             self.lowest_end = index if self.lowest_end is None else min(self.lowest_end, index)
         else:
             self.highest_full = max(self.highest_full, index)
         if not self.closed:
             self.fetched[index] = page
+            if index == self.position:
+                scheduler.ready.notify_all()
 
-    def next_task(self, buffer_cap: int | None) -> int | WindowCursor | None:
-        """This stream's most urgent request, if any.
+    def next_task(self, buffer_cap: int | None) -> Task | None:
+        """This stream's most urgent request, if any, now in flight.
 
         A walk's first, then the page the writer waits on, then the next page wanted unless
         `buffer_cap` pages already wait.
         """
         if self.walk_request is not None:
-            task, self.walk_request = self.walk_request, None
+            task: Task = self.walk_request
+            self.walk_request = None
+            self.flights[task] = _Flight()
             return task
         if self.closed or self.failure is not None:
             return None
@@ -228,8 +421,10 @@ class StreamReader:
             or (buffer_cap is not None and len(self.fetched) >= buffer_cap)
         ):
             return None
+        task = self.next_index
         self.next_index += 1
-        return self.next_index - 1
+        self.flights[task] = _Flight()
+        return task
 
 
 class PageScheduler:
@@ -237,10 +432,24 @@ class PageScheduler:
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self.condition = threading.Condition()
+        #: One lock; workers wait on `work`, the writer on `ready`.
+        self.lock = threading.Lock()
+        self.work = threading.Condition(self.lock)
+        self.ready = threading.Condition(self.lock)
+        #: Copies being sent, and the condition closing waits on for them to end.
+        self._active: set[_Copy] = set()
+        self.idle = threading.Condition(self.lock)
         self.current: StreamReader | None = None
         #: An error of the scheduler itself, raised to the writer.
         self.failure: BaseException | None = None
+        #: Hedged requests: copies sent, and copies that answered first.
+        self.hedges = 0
+        self.hedges_won = 0
+        self._hedges_out = 0
+        self._max_hedges_out = max(1, self.workers // 4)
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._hedge_after = HEDGE_DEFAULT_SECONDS
+        self._late_after = HEDGE_DEFAULT_SECONDS
         self._readers: list[StreamReader] = []
         self._closed = False
         self._threads = [
@@ -259,13 +468,25 @@ class PageScheduler:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with self.condition:
-            self._closed = True
-            self.condition.notify_all()
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
-        for thread in self._threads:
-            if thread.ident is not None and thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
+        with self.lock:
+            self._closed = True
+            self.work.notify_all()
+            # A copy whose answer nobody needs any more (the other copy answered, or its
+            # stream is closed) and that went out a while ago waits on the network, past any
+            # handshake: it is not waited for. That is the loser of a hedge on a stalled
+            # response, which would otherwise hold the exit for the whole stall.
+            while (now := time.monotonic()) < deadline and any(
+                not copy.dropped(now) for copy in self._active
+            ):
+                self.idle.wait(deadline - now)
+        if self.hedges:
+            _logger.info(
+                "Slow requests sent again: %d (the copy answered first %d times); every "
+                "page was used once",
+                self.hedges,
+                self.hedges_won,
+            )
 
     def open(self, stream: PageSource, window: Window | None = None) -> StreamReader:
         """Start fetching a stream's pages; the reader hands them over in order.
@@ -273,47 +494,114 @@ class PageScheduler:
         Without `window`, the stream's own window: from its start to the API's clock.
         """
         reader = StreamReader(self, stream, window)
-        with self.condition:
+        with self.lock:
             self._readers.append(reader)
-            self.condition.notify_all()
+            self.work.notify_all()
         return reader
 
-    def _next_task(self) -> tuple[StreamReader, int | WindowCursor] | None:
-        """The most urgent work: the stream being written first, then the others in order.
+    def forget(self, reader: StreamReader) -> None:
+        """A closed reader gets no more work (its copies still in flight are dropped)."""
+        if reader in self._readers:
+            self._readers.remove(reader)
 
-        Buffered pages are capped per worker, for the stream being written and for all the
-        others together, so that streams read ahead cannot take the memory or the workers the
-        current one needs.
+    def observe(self, latency: float) -> None:
+        """An answer took `latency` seconds: update when a request counts as late."""
+        samples = self._latencies
+        samples.append(latency)
+        if len(samples) >= LATENCY_SAMPLES_NEEDED:
+            ordered = sorted(samples)
+            p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+            self._hedge_after = max(HEDGE_MIN_SECONDS, HEDGE_LATENCY_FACTOR * p90)
+            self._late_after = max(BLOCKED_MIN_SECONDS, BLOCKED_LATENCY_FACTOR * p90)
+
+    def _next_task(self, now: float) -> tuple[StreamReader, Task, _Copy] | float | None:
+        """The most urgent work, or when to look again (None: when something changes).
+
+        A hedge of a late request first; then the stream being written; then the others in
+        order. Buffered pages are capped per worker, for the stream being written and for all
+        the others together, so that streams read ahead cannot take the memory or the workers
+        the current one needs; while the page the writer waits on is late, the caps grow.
         """
-        ahead = sum(len(r.fetched) for r in self._readers if r is not self.current)
+        hedge, wake_at = self._hedge(now)
+        if hedge is not None:
+            return hedge
+        current = self.current
+        extra = 0
+        head = current.head_flight() if current is not None else None
+        if head is not None and head.sent_at is not None:
+            late_at = head.sent_at + self._late_after
+            if now >= late_at:
+                extra = BLOCKED_PAGES_PER_WORKER * self.workers
+            else:
+                wake_at = min(wake_at, late_at)
+        ahead = sum(len(r.fetched) for r in self._readers if r is not current)
         for reader in self._readers:
-            if reader is self.current:
-                task = reader.next_task(CURRENT_PAGES_PER_WORKER * self.workers)
-            elif ahead < AHEAD_PAGES_PER_WORKER * self.workers:
+            if reader is current:
+                task = reader.next_task(CURRENT_PAGES_PER_WORKER * self.workers + extra)
+            elif ahead < AHEAD_PAGES_PER_WORKER * self.workers + extra:
                 task = reader.next_task(None)
             else:
                 continue
             if task is not None:
-                return reader, task
+                return reader, task, _Copy(reader, task, reader.flights[task], primary=True)
+        return None if math.isinf(wake_at) else wake_at
+
+    def _wait_for_work(self) -> tuple[StreamReader, Task, _Copy] | None:
+        """The next work for this worker (holding the lock), or None once closed."""
+        while not self._closed:
+            now = time.monotonic()
+            found = self._next_task(now)
+            if isinstance(found, tuple):
+                self._active.add(found[2])
+                return found
+            self.work.wait(None if found is None else max(found - now, 0.005))
         return None
+
+    def _hedge(self, now: float) -> tuple[tuple[StreamReader, Task, _Copy] | None, float]:
+        """A copy of a late request to send, if one is due; else when the next one is."""
+        wake_at = math.inf
+        if self._hedges_out >= self._max_hedges_out:
+            return None, wake_at
+        after = self._hedge_after
+        readers = self._readers
+        if self.current in readers:  # its requests hold up the writer soonest
+            readers = [self.current, *(r for r in readers if r is not self.current)]
+        for reader in readers:
+            for task, flight in reader.flights.items():
+                if flight.hedged or flight.sent_at is None:
+                    continue
+                due = flight.sent_at + after
+                if now < due:
+                    wake_at = min(wake_at, due)
+                    continue
+                flight.hedged = True
+                flight.copies += 1
+                self.hedges += 1
+                self._hedges_out += 1
+                return (reader, task, _Copy(reader, task, flight, primary=False)), wake_at
+        return None, wake_at
 
     def _work(self) -> None:
         while True:
-            with self.condition:
-                task = None
+            with self.lock:
                 try:
-                    while not self._closed and (task := self._next_task()) is None:
-                        self.condition.wait()
+                    work = self._wait_for_work()
                 except BaseException as exc:
                     # A bug here must fail the run, not leave the writer waiting forever.
                     self.failure = exc
-                    self.condition.notify_all()
+                    self.ready.notify_all()
                     raise
-                if task is None:
-                    return
-            reader, request = task
+            if work is None:
+                return
+            reader, task, copy = work
+            _local.copy = copy
             try:
-                reader.fetch(request)
+                reader.fetch(task, copy)
             finally:
-                with self.condition:
-                    self.condition.notify_all()
+                _local.copy = None
+                with self.lock:
+                    self._active.discard(copy)
+                    if not copy.primary:
+                        self._hedges_out -= 1
+                    if self._closed:
+                        self.idle.notify_all()
