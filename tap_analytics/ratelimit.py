@@ -20,9 +20,9 @@ from email.utils import parsedate_to_datetime
 #: server's and this machine's clocks tick alike, but not on the same microsecond.
 BOUNDARY_MARGIN = 0.005
 #: The window's end is known well enough once it is pinned to this many seconds.
-PHASE_PRECISION = 0.06
+PHASE_PRECISION = 0.07
 #: Requests of a window held back to pin its end (sent where the Reset value steps down).
-PHASE_PROBES = 3
+PHASE_PROBES = 4
 #: Sharing the key, a client claims this fraction of what it sees left at a time (a few
 #: clients claiming at once stay within it) ...
 CLAIM_DIVISOR = 5
@@ -230,7 +230,11 @@ class Pacer:
         """
         if window.others_rate:
             age = max(0.0, now - window.lowest_at) + self.rtt
-            return math.ceil(window.others_rate * age)
+            guess = math.ceil(window.others_rate * age)
+            if self._previous:  # not more than they used in the last window, unless seen to
+                expected = self._previous[1] - window.others
+                guess = min(guess, max(expected, math.ceil(window.others_rate * self.rtt)))
+            return guess
         if window.others > 0 or not self._previous:
             return self.in_flight
         return 0
