@@ -62,11 +62,16 @@ class Pacer:
       wide, the window's last few requests go where its whole-second value should step down,
       each halving the bracket; the next window's first requests go just after it.
     * Remaining counts the key's budget. What it lost beyond this process's own requests is
-      other clients' use. With none seen, the process takes everything the key has left. With
-      some, it sends at the start of a window its share of the last one (its own requests over
-      all the key's, the other clients rounded up), then claims a fraction of what is left, so
-      that uncoordinated jobs on one key stay within it together.
-    * `share` caps this process at that fraction of the limit in every window.
+      other clients' use; their requests still on the way are guessed from their rate and the
+      age of the news. With no other client in this window or the last, the process takes all
+      the key has left. With some, it sends at the start of a window what it used of the last
+      (its own requests over all the key's, the others rounded up), then claims a fifth of what
+      is left on each answer, and near the end one request at a time leaving a few spare, so
+      that uncoordinated jobs on one key stay within it together. In its first window it is
+      as careful, since jobs started with it may not show yet.
+    * `share` (rate_limit_share) caps this process at that fraction of the limit in every
+      window; other jobs are expected to keep to theirs, so it may use its share at once, as
+      long as the key (as last seen) has it.
     * A request that failed without an answer counts as spent; a 429's Retry-After holds every
       request back.
     """
