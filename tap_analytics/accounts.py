@@ -19,11 +19,12 @@ STATE stays compact: streams that cover the same accounts share one list of ids.
 
 from __future__ import annotations
 
+import math
 import typing as t
 from dataclasses import dataclass
 
 from tap_analytics import timestamps
-from tap_analytics.pagination import Window, WindowCursor
+from tap_analytics.pagination import KeysetPaginator, Window, WindowCursor
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -39,48 +40,61 @@ class Backfill:
     """One stream read for some accounts from `updated_since` (its progress) to the bookmark."""
 
     stream: str
-    window: Window
+    accounts: tuple[str, ...]
+    updated_since: str | None
+    updated_until: str
+
+    @property
+    def window(self) -> Window:
+        """What the backfill has left to read."""
+        return Window(self.updated_since, self.updated_until, self.accounts)
 
     def as_state(self) -> dict[str, t.Any]:
         """The backfill as STATE keeps it."""
-        window = self.window
         return {
-            "ids": list(window.accounts),
-            "updated_since": window.updated_since,
-            "updated_until": window.updated_until,
+            "ids": list(self.accounts),
+            "updated_since": self.updated_since,
+            "updated_until": self.updated_until,
         }
 
     @classmethod
     def from_state(cls, stream: str, saved: t.Mapping[str, t.Any]) -> Backfill:
         """A backfill STATE kept, resumed where it had come."""
-        window = Window(saved["updated_since"], saved["updated_until"], tuple(saved["ids"]))
-        return cls(stream, window)
+        return cls(stream, tuple(saved["ids"]), saved["updated_since"], saved["updated_until"])
 
 
 def visible_accounts(
-    fetch: Callable[[WindowCursor], Envelope], page_size: int, user_ids: Iterable[str] | None
-) -> set[str]:
-    """The accounts in the job's scope that the key sees, from `/v1/users`.
+    fetch: Callable[[WindowCursor], tuple[Envelope, str]],
+    page_size: int,
+    user_ids: Iterable[str] | None,
+) -> tuple[set[str], str]:
+    """The accounts in the job's scope that the key sees, from `/v1/users`; the API's clock.
 
-    With `user_ids`, one request per 50 of them (the API lists only those the key may see);
-    without, every account, a page at a time. An account a shifting offset hides is only
-    backfilled once more by a later run, so plain offsets serve.
+    With `user_ids`, the accounts of each 50 of them (the API lists only those the key may
+    see); without, every account. A keyset walk with no upper bound reads them: an account
+    changed meanwhile moves ahead of it and is still read. Should the accounts change faster
+    than the walk reads (it stops after twice the pages the first answer calls for), those
+    it did not reach count as unseen: they are backfilled again by a later run, never lost.
     """
     ids = sorted(set(user_ids or ()))
     scopes: list[tuple[str, ...] | None] = [
         tuple(ids[i : i + MAX_USER_IDS]) for i in range(0, len(ids), MAX_USER_IDS)
     ]
     visible: set[str] = set()
+    clocks = []
     for accounts in scopes or [None]:
-        offset = 0
-        while True:
-            page = fetch(WindowCursor(None, None, offset, accounts))
-            visible.update(record["id"] for record in page.data)
-            offset += len(page.data)
-            total = page.paging.total
-            if len(page.data) < page_size or (total is not None and offset >= total):
-                break
-    return visible
+        walk = KeysetPaginator(None, None, max(page_size, 2), accounts)
+        pages = 0
+        budget = 1
+        while not walk.finished and pages < budget:
+            page, clock = fetch(walk.current_value)
+            clocks.append(clock)
+            if pages == 0:
+                budget = 2 * (1 + math.ceil((page.paging.total or 0) / (page_size - 1))) + 2
+            visible.update(record["id"] for record in walk.unread(page))
+            walk.advance(page)
+            pages += 1
+    return visible, clocks[0]
 
 
 class AccountLedger:
@@ -112,9 +126,7 @@ class AccountLedger:
         """
         if bookmark is None:
             # The stream reads from `start` for every account: nothing to backfill.
-            self.coverage[stream] = set(visible)
-            self.backfills.pop(stream, None)
-            self._save()
+            self.cover(stream, visible)
             return []
         # Coverage of a STATE from before coverage was kept: every visible account (what the
         # release before assumed, and the README says).
@@ -123,32 +135,36 @@ class AccountLedger:
             covered = set(visible)  # history before the bookmark is outside start_date
         pending = []
         for backfill in self.backfills.get(stream, []):
-            accounts = tuple(a for a in backfill.window.accounts if a in visible)
+            accounts = tuple(a for a in backfill.accounts if a in visible)
             if accounts:
-                window = Window(
-                    backfill.window.updated_since, backfill.window.updated_until, accounts
+                pending.append(
+                    Backfill(stream, accounts, backfill.updated_since, backfill.updated_until)
                 )
-                pending.append(Backfill(stream, window))
-        waiting = {account for backfill in pending for account in backfill.window.accounts}
+        waiting = {account for backfill in pending for account in backfill.accounts}
         new = sorted(visible - covered - waiting)
         for first in range(0, len(new), MAX_USER_IDS):
             accounts = tuple(new[first : first + MAX_USER_IDS])
-            pending.append(Backfill(stream, Window(start, bookmark, accounts)))
+            pending.append(Backfill(stream, accounts, start, bookmark))
         self.coverage[stream] = covered
         self.backfills[stream] = pending
         self._save()
         return list(pending)
 
+    def cover(self, stream: str, visible: set[str]) -> None:
+        """The stream has read every visible account's history (a reconciliation)."""
+        self.coverage[stream] = set(visible)
+        self.backfills.pop(stream, None)
+        self._save()
+
     def advance(self, backfill: Backfill, bookmark: str) -> None:
         """The backfill has written everything before `bookmark`."""
-        window = backfill.window
-        backfill.window = Window(bookmark, window.updated_until, window.accounts)
+        backfill.updated_since = bookmark
         self._save()
 
     def complete(self, backfill: Backfill) -> None:
         """The backfill is written: its accounts are covered."""
         self.backfills[backfill.stream].remove(backfill)
-        self.coverage.setdefault(backfill.stream, set()).update(backfill.window.accounts)
+        self.coverage.setdefault(backfill.stream, set()).update(backfill.accounts)
         self._save()
 
     def _save(self) -> None:

@@ -17,7 +17,8 @@ import requests
 from singer_sdk import Stream, Tap
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
-from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
+from singer_sdk.singerlib import ActivateVersionMessage
 from singer_sdk.streams.rest import HTTPRequest, PageContext
 from typing_extensions import override
 
@@ -105,13 +106,32 @@ class AnalyticsStream(SeamStream[WindowCursor]):
 
     def own_window(self, reader: StreamReader) -> ReadUnit:
         """The unit of the stream's own window: its bookmark follows the pages written."""
+        return ReadUnit(reader.pages(), self.set_bookmark)
+
+    def set_bookmark(self, bookmark: str) -> None:
+        """Everything before `bookmark` is written: the next run starts there."""
         stream_state = self.stream_state
+        stream_state["replication_key"] = self.replication_key
+        stream_state["replication_key_value"] = bookmark
 
-        def written(bookmark: str) -> None:
-            stream_state["replication_key"] = self.replication_key
-            stream_state["replication_key_value"] = bookmark
+    @override
+    def get_replication_key_signpost(self, context: Context | None = None) -> None:
+        # The SDK caps bookmarks at this machine's clock; here windows end at the API's.
+        return None
 
-        return ReadUnit(reader, written)
+    @property
+    @override
+    def emit_activate_version_messages(self) -> bool:
+        # The SDK would write ACTIVATE_VERSION before a FULL_TABLE stream's records, flagging
+        # every row until they come again; reconciliations write it after (activate_version).
+        return False
+
+    def activate_version(self, version: int) -> None:
+        """Write ACTIVATE_VERSION for every alias this stream's records went out under."""
+        for stream_map in self.stream_maps:
+            if not isinstance(stream_map, RemoveRecordTransform):
+                message = ActivateVersionMessage(stream=stream_map.stream_alias, version=version)
+                self.resources.page_writer.write_message(message)
 
     @property
     @override
@@ -178,7 +198,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     ) -> dict[str, t.Any]:
         params: dict[str, t.Any] = {"limit": self.page_size}
         # The window's upper end is sent with every page: records changed during the run stay
-        # out. Only the request that learns it goes without (first_page).
+        # out. Only the request that learns it goes without (fetch_page_and_clock).
         if next_page_token is not None:
             params["offset"] = next_page_token.offset
             if next_page_token.updated_since is not None:
@@ -209,16 +229,14 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         envelope, _ = self._fetch_page(cursor)
         return envelope
 
-    def first_page(self, updated_since: str | None) -> tuple[Envelope, str]:
-        """The window's first page, asked without an upper end, and where the window ends.
+    def fetch_page_and_clock(self, cursor: WindowCursor) -> tuple[Envelope, str]:
+        """One page, and the API's clock when it answered (its `Date` header).
 
-        The window ends at the API's clock (the response's `Date` header), which stamps
-        `updated_at`, not at ours, so that a skewed local clock cannot put a record changed
-        during the run inside the window being read. Asking for the first page at the same
-        time saves a round trip; StreamReader._take_first_page says when that page can stand
-        in for the window's. Without a `Date` header, our clock serves.
+        A window ends at the API's clock, which stamps `updated_at`, not at ours, so that a
+        skewed local clock cannot put a record changed during the run inside the window being
+        read; a reconciliation's version comes from it too. Without a `Date`, our clock serves.
         """
-        envelope, headers = self._fetch_page(WindowCursor(updated_since, None, 0))
+        envelope, headers = self._fetch_page(cursor)
         try:
             server_now = parsedate_to_datetime(headers["Date"])
         except (KeyError, TypeError, ValueError):
@@ -355,7 +373,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             yield from self._counted(self.own_window(scheduler.open(self)))
 
     def _counted(self, unit: ReadUnit) -> Iterator[Page]:
-        for page in unit.reader.pages():
+        for page in unit.pages:
             yield page
             self.stats.count_records(len(page.records), self.logger, backfill=unit.backfill)
 
@@ -413,24 +431,30 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             for unit in self._units:
                 for number, page in enumerate(self._counted(unit), start=1):
                     if page.records:
-                        counter.increment(self._write_records(page.records, whole=whole))
+                        written = self._write_records(page.records, unit.version, whole=whole)
+                        counter.increment(written)
+                        if unit.version is not None:
+                            self.stats.version_records += written
                     unit.written(page.bookmark)
                     if number % STATE_EVERY_PAGES == 0:
                         state_writer.write_state(self.tap_state)
                 unit.finished()
                 state_writer.write_state(self.tap_state)
 
-    def _write_records(self, records: list[dict[str, t.Any]], *, whole: bool) -> int:
+    def _write_records(
+        self, records: list[dict[str, t.Any]], version: int | None, *, whole: bool
+    ) -> int:
         """Write a page's RECORD messages; return how many records were written."""
         writer = self.resources.page_writer
         if whole:
-            writer.write_records(self.name, records)
+            writer.write_records(self.name, records, version=version)
             return len(records)
         written = 0
         for record in records:
             row = self.post_process(record, None)
             if row is not None:
                 for message in record_messages(self, row):
+                    message.version = version
                     writer.write_message(message)
                 written += 1
         return written
@@ -440,10 +464,12 @@ class AnalyticsStream(SeamStream[WindowCursor]):
 class ReadUnit:
     """Pages a stream writes in one piece, and what STATE records as they are written."""
 
-    reader: StreamReader
+    pages: Iterator[Page]
     #: Everything before this bookmark is written.
     written: Callable[[str], None]
     #: The last page is written.
     finished: Callable[[], None] = lambda: None
     #: Whether the unit backfills accounts new to the stream (for the run summary).
     backfill: bool = False
+    #: The table version its RECORDs carry (a reconciliation), if any.
+    version: int | None = None

@@ -49,11 +49,15 @@ class WindowCursor:
 
 @dataclass(frozen=True)
 class Window:
-    """A fixed window `[updated_since, updated_until)` of some accounts' records (a backfill)."""
+    """What a reader reads: `[updated_since, updated_until)` of some accounts' records.
+
+    No `updated_until`: the window ends at the API's clock when its first page is read. No
+    `accounts`: the job's own scope (its `user_ids`, or every account the key sees).
+    """
 
     updated_since: str | None
-    updated_until: str
-    accounts: tuple[str, ...]
+    updated_until: str | None
+    accounts: tuple[str, ...] | None
 
 
 class KeysetPaginator:
@@ -63,16 +67,20 @@ class KeysetPaginator:
     is at each request, so a plain offset walk skips records when earlier ones leave the window.
     After each page this paginator moves `updated_since` to the last record's `updated_at`
     (inclusive) and asks for the page that starts at the last record already read among those
-    tied at that instant. That record must come back first: if it does not, records before it
-    have left, and the walk re-reads the tie group from its start, dropping what it has seen.
+    tied at that instant. A record already read must come back first: if one does not, records
+    before it have left, and the walk re-reads the tie group from its start, dropping what it
+    has seen. (A page that starts earlier, records having joined the group before it, loses
+    nothing: the walk goes on from that page's last record.)
     Records only leave a window during a run (changes land after its upper end), so every
-    record present for the whole run is read at least once and the walk always ends.
+    record present for the whole run is read at least once and the walk always ends. Without
+    an upper end (a reconciliation's catch-up), a changed record moves ahead of the walk, so
+    the walk still reads every record, but ends only once the data rests.
     """
 
     def __init__(
         self,
         updated_since: str | None,
-        updated_until: str,
+        updated_until: str | None,
         page_size: int,
         accounts: tuple[str, ...] | None = None,
     ) -> None:
@@ -82,7 +90,8 @@ class KeysetPaginator:
         self.current_value = WindowCursor(updated_since, updated_until, 0, accounts)
         self.finished = False
         self._page_size = page_size
-        self._tied_ids: set[str] = set()
+        #: Ids at `updated_since` this walk has returned.
+        self._seen_ids: set[str] = set()
 
     @classmethod
     def resume_after(
@@ -95,7 +104,7 @@ class KeysetPaginator:
     ) -> KeysetPaginator:
         """A walk that goes on after records already read; `tied_ids` are those at `updated_at`."""
         paginator = cls(updated_at, updated_until, page_size, accounts)
-        paginator._tied_ids = set(tied_ids)
+        paginator._seen_ids = set(tied_ids)
         paginator.current_value = replace(paginator.current_value, offset=len(tied_ids) - 1)
         return paginator
 
@@ -130,13 +139,15 @@ class KeysetPaginator:
         if self._shifted(response):
             return replace(cursor, offset=0)
         last_updated_at = response.data[-1]["updated_at"]
-        if last_updated_at != cursor.updated_since:
-            self._tied_ids = set()
-        self._tied_ids.update(
-            record["id"] for record in response.data if record["updated_at"] == last_updated_at
-        )
+        tied = {record["id"] for record in response.data if record["updated_at"] == last_updated_at}
+        if last_updated_at == cursor.updated_since:  # the whole page is of the one instant
+            offset = cursor.offset + len(response.data) - 1
+        else:  # the page ends with the first records of a later instant
+            self._seen_ids = set()
+            offset = len(tied) - 1
+        self._seen_ids |= tied
         # Start at the last record read, one of overlap, so that a shift shows.
-        return replace(cursor, updated_since=last_updated_at, offset=len(self._tied_ids) - 1)
+        return replace(cursor, updated_since=last_updated_at, offset=offset)
 
     def _shifted(self, page: Envelope) -> bool:
         """Whether a page asked for with an overlap failed to start at a record already read."""
@@ -147,7 +158,7 @@ class KeysetPaginator:
     def _already_read(self, record: dict[str, t.Any]) -> bool:
         return (
             record["updated_at"] == self.current_value.updated_since
-            and record["id"] in self._tied_ids
+            and record["id"] in self._seen_ids
         )
 
 

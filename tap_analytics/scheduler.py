@@ -158,8 +158,8 @@ class PageSource(t.Protocol):
     def window_start(self) -> str | None:
         """Where this run's window starts (inclusive), if anywhere."""
 
-    def first_page(self, updated_since: str | None) -> tuple[Envelope, str]:
-        """The window's first page asked without an upper end, and where the window ends."""
+    def fetch_page_and_clock(self, cursor: WindowCursor) -> tuple[Envelope, str]:
+        """One page, and the API's clock when it answered: where a window without end ends."""
 
     def fetch_page(self, cursor: WindowCursor) -> Envelope:
         """One page; safe to call from worker threads."""
@@ -221,13 +221,11 @@ class StreamReader:
     def __init__(self, scheduler: PageScheduler, stream: PageSource, window: Window | None) -> None:
         self.stream = stream
         self._scheduler = scheduler
-        if window is None:
-            #: The stream's own window ends at the API's time when its first page is read.
-            self.chain = OverlapChain(stream.window_start(), None, page_size=stream.page_size)
-        else:
-            self.chain = OverlapChain(
-                window.updated_since, window.updated_until, stream.page_size, window.accounts
-            )
+        window = window or Window(stream.window_start(), None, None)
+        #: A window without an end ends at the API's clock when its first page is read.
+        self.chain = OverlapChain(
+            window.updated_since, window.updated_until, stream.page_size, window.accounts
+        )
         #: Pages fetched and not yet joined, by index; pages are requested in index order.
         self.fetched: dict[int, Envelope] = {}
         #: Requests in flight: page indexes and walk cursors.
@@ -335,7 +333,9 @@ class StreamReader:
             if isinstance(task, WindowCursor):
                 envelope = self.stream.fetch_page(task)
             elif task == 0 and self.chain.updated_until is None:
-                envelope, until = self.stream.first_page(self.chain.updated_since)
+                # Asking for the first page while learning where the window ends saves a round
+                # trip; _take_first_page says when that page can stand in for the window's.
+                envelope, until = self.stream.fetch_page_and_clock(self.chain.cursor(0))
             else:
                 envelope = self.stream.fetch_page(self.chain.cursor(task))
         except BaseException as exc:

@@ -29,7 +29,7 @@ FORMAT = 2
 KEY = "tap_analytics"
 
 #: Keys the SDK writes during a sync that mean nothing once a run has ended.
-_PROGRESS_KEYS = ("progress_markers", "starting_replication_value")
+_PROGRESS_KEYS = ("progress_markers", "starting_replication_value", "replication_key_signpost")
 
 
 class StateFormatError(AnalyticsError):

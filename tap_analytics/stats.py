@@ -37,6 +37,10 @@ class StreamStats:
         #: Accounts new to the stream whose history this run read, and their records.
         self.backfilled_accounts = 0
         self.backfilled_records = 0
+        #: A reconciliation's table version, the records that carry it, whether it was activated.
+        self.version: int | None = None
+        self.version_records = 0
+        self.version_activated = False
         #: Records in the window according to the API's first answer (None if it gave no total).
         self.expected_records: int | None = None
         self.status = "not started"
@@ -114,6 +118,9 @@ class StreamStats:
             "retries": dict(sorted(self.retries.items())),
             "backfilled_accounts": self.backfilled_accounts,
             "backfilled_records": self.backfilled_records,
+            "version": self.version,
+            "version_records": self.version_records,
+            "version_activated": self.version_activated,
             "seconds": round(self.seconds, 3),
         }
 

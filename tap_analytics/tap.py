@@ -18,9 +18,10 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
     TapCapabilities,
 )
+from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 from typing_extensions import override
 
-from tap_analytics import accounts, streams, timestamps, transport
+from tap_analytics import accounts, reconcile, streams, timestamps, transport
 from tap_analytics import state as tap_state
 from tap_analytics.accounts import MAX_USER_IDS, AccountLedger
 from tap_analytics.client import AnalyticsStream, ReadUnit
@@ -43,6 +44,10 @@ STREAM_TYPES: list[type[AnalyticsStream]] = [
 STREAM_NAMES: tuple[str, ...] = tuple(vars(stream_type)["name"] for stream_type in STREAM_TYPES)
 
 
+class ReconciliationScopeError(AnalyticsError):
+    """A reconciliation asked of a job that reads only some accounts."""
+
+
 class RunFailedError(AnalyticsError):
     """One or more streams failed; each line says which and what to do."""
 
@@ -52,12 +57,13 @@ class TapAnalytics(SeamTap):
 
     name = "tap-analytics"
     message_writer_class = PageWriter
-    # The SDK's defaults, less what an incremental-only tap that writes Singer messages
-    # does not do: ACTIVATE_VERSION (full-table only) and BATCH files.
+    # The SDK's defaults, less BATCH files: the tap writes Singer messages. ACTIVATE_VERSION
+    # comes from reconciliations (reconcile_deletes, or a stream selected FULL_TABLE).
     capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
         TapCapabilities.CATALOG,
         TapCapabilities.STATE,
         TapCapabilities.DISCOVER,
+        TapCapabilities.ACTIVATE_VERSION,
         PluginCapabilities.ABOUT,
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
@@ -186,6 +192,17 @@ class TapAnalytics(SeamTap):
             description="Fail the run when a field the schema says is never null comes back "
             "null or missing, instead of loading it and warning.",
         ),
+        th.Property(
+            "reconcile_deletes",
+            th.BooleanType,
+            default=False,
+            title="Reconcile deletes",
+            description="For one run: read every stream completely as a new table version and, "
+            "once a stream is read whole, send ACTIVATE_VERSION so the target flags rows "
+            "deleted at the API (target-postgres sets _sdc_deleted_at, or deletes them with "
+            "hard_delete). Only in a job without user_ids, while no other job writes the same "
+            "tables. The next run is incremental again.",
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -216,6 +233,12 @@ class TapAnalytics(SeamTap):
             )
         if len(self.config.get("user_ids") or []) > MAX_USER_IDS:
             errors.append(f"user_ids: at most {MAX_USER_IDS} ids per job; split the rest")
+        if self.config.get("reconcile_deletes") and self.config.get("user_ids"):
+            errors.append(
+                "reconcile_deletes: cannot be combined with user_ids: a reconciliation flags "
+                "every row of a table it does not read, and jobs that split accounts share "
+                "tables; reconcile in one job without user_ids"
+            )
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
 
@@ -255,15 +278,26 @@ class TapAnalytics(SeamTap):
         super().load_state(migrated)
         t.cast("dict[str, t.Any]", self.state)[tap_state.KEY] = migrated[tap_state.KEY]
 
-    def _visible_accounts(self) -> set[str]:
-        """The accounts in scope that the key sees (one request per 50 or 100 of them)."""
+    @property
+    def own_state(self) -> dict[str, t.Any]:
+        """The tap's own part of STATE (`state.py`)."""
+        own: dict[str, t.Any] = t.cast("dict[str, t.Any]", self.state)[tap_state.KEY]
+        return own
+
+    def reconciles(self, stream: AnalyticsStream) -> bool:
+        """Whether the stream is reconciled this run: `reconcile_deletes`, or FULL_TABLE."""
+        full_table = stream.replication_method == REPLICATION_FULL_TABLE
+        return full_table or bool(self.config.get("reconcile_deletes"))
+
+    def _visible_accounts(self) -> tuple[set[str], str]:
+        """The accounts in scope that the key sees (one request per 50 or 100), the API's clock."""
         users = self.streams["users"]
         assert isinstance(users, AnalyticsStream)
-        visible = accounts.visible_accounts(
-            users.fetch_page, users.page_size, self.config.get("user_ids")
+        visible, clock = accounts.visible_accounts(
+            users.fetch_page_and_clock, users.page_size, self.config.get("user_ids")
         )
         self.logger.info("Accounts in scope and visible to the key: %d", len(visible))
-        return visible
+        return visible, clock
 
     def _read_units(
         self,
@@ -271,8 +305,14 @@ class TapAnalytics(SeamTap):
         scheduler: PageScheduler,
         ledger: AccountLedger,
         visible: set[str],
+        version: int | None,
     ) -> list[ReadUnit]:
-        """What a stream writes this run: its own window, then backfills of new accounts."""
+        """What a stream writes this run: its own window, then backfills of new accounts.
+
+        Or, reconciling, one full read whose records carry `version`.
+        """
+        if version is not None and self.reconciles(stream):
+            return [self._reconciliation(stream, scheduler, ledger, visible, version)]
         bookmark = tap_state.bookmark(self.state, stream.name)
         if bookmark is not None and stream.name not in ledger.coverage:
             self.logger.info(
@@ -291,25 +331,75 @@ class TapAnalytics(SeamTap):
         )
         units = [stream.own_window(scheduler.open(stream))]
         for backfill in backfills:
-            window = backfill.window
             self.logger.info(
                 "Stream %s: backfilling %d accounts new to it, from %s to %s: %s",
                 stream.name,
-                len(window.accounts),
-                window.updated_since or "the beginning",
-                window.updated_until,
-                ", ".join(window.accounts),
+                len(backfill.accounts),
+                backfill.updated_since or "the beginning",
+                backfill.updated_until,
+                ", ".join(backfill.accounts),
             )
-            stream.stats.backfilled_accounts += len(window.accounts)
+            stream.stats.backfilled_accounts += len(backfill.accounts)
             units.append(
                 ReadUnit(
-                    scheduler.open(stream, window),
+                    scheduler.open(stream, backfill.window).pages(),
                     functools.partial(ledger.advance, backfill),
                     functools.partial(ledger.complete, backfill),
                     backfill=True,
                 )
             )
         return units
+
+    def _reconciliation(
+        self,
+        stream: AnalyticsStream,
+        scheduler: PageScheduler,
+        ledger: AccountLedger,
+        visible: set[str],
+        version: int,
+    ) -> ReadUnit:
+        """A stream's reconciliation: the full read, activated when whole and at rest."""
+        floor = reconcile.start_floor(self.own_state)
+        reconciliation = reconcile.Reconciliation(
+            functools.partial(scheduler.open, stream), stream, floor
+        )
+        stream.stats.version = version
+        self.logger.info(
+            "Stream %s: reconciling deletes: reading every record from %s as version %d",
+            stream.name,
+            floor or "the beginning",
+            version,
+        )
+
+        def finished() -> None:
+            assert reconciliation.end is not None
+            if reconciliation.converged:
+                stream.activate_version(version)
+                stream.stats.version_activated = True
+            else:
+                self.logger.warning(
+                    "Stream %s: the data kept changing through %d pages of catch-up, so no "
+                    "version is activated and no row flagged; reconcile when writes are quieter",
+                    stream.name,
+                    reconcile.MAX_CATCH_UP_PAGES,
+                )
+            stream.set_bookmark(reconciliation.end)
+            ledger.cover(stream.name, visible)
+
+        return ReadUnit(reconciliation.pages(), lambda _: None, finished, version=version)
+
+    def _refuse_reconciling_a_subset(self, selected: list[AnalyticsStream]) -> None:
+        """A reconciliation flags every row of a table it did not read: it must read them all."""
+        if not self.config.get("user_ids"):
+            return
+        for stream in selected:
+            if self.reconciles(stream):
+                msg = (
+                    f"stream {stream.name}: FULL_TABLE replication (a reconciliation every run) "
+                    "reads every account, so it cannot be combined with user_ids: select the "
+                    "stream INCREMENTAL in this job, or run it in a job without user_ids"
+                )
+                raise ReconciliationScopeError(msg)
 
     @override
     def sync_selected_streams(self) -> None:
@@ -320,19 +410,28 @@ class TapAnalytics(SeamTap):
         # arise here.
         if tap_state.KEY not in self.state:
             self.load_state({})
-        self.state_writer.write_state(self.state)
-        started = time.monotonic()
         selected = [
             s for s in self.streams.values() if isinstance(s, AnalyticsStream) and s.selected
         ]
+        self._refuse_reconciling_a_subset(selected)
+        start = self.config.get("start_date")
+        fresh = not any(tap_state.bookmark(self.state, name) for name in STREAM_NAMES)
+        reconcile.note_start(
+            self.own_state, timestamps.api_form(start) if start else None, fresh=fresh
+        )
+        self.state_writer.write_state(self.state)
+        started = time.monotonic()
         failures: list[AnalyticsError] = []
         with PageScheduler(self.max_concurrency) as scheduler:
             try:
                 if selected:
-                    ledger = AccountLedger(t.cast("dict[str, t.Any]", self.state)[tap_state.KEY])
-                    visible = self._visible_accounts()
+                    ledger = AccountLedger(self.own_state)
+                    visible, clock = self._visible_accounts()
+                reconciling = any(self.reconciles(stream) for stream in selected)
+                version = reconcile.next_version(self.own_state, clock) if reconciling else None
                 for stream in selected:
-                    stream.read_from(self._read_units(stream, scheduler, ledger, visible))
+                    units = self._read_units(stream, scheduler, ledger, visible, version)
+                    stream.read_from(units)
             except AnalyticsError as exc:
                 failures.append(exc)
             for stream in selected:

@@ -104,12 +104,15 @@ def run_tap_until_killed(
     kill_after: t.Callable[[bytes], bool],
     state: dict | None = None,
 ) -> TapRun:
-    """Run the tap and SIGKILL it right after the line for which `kill_after` says so.
+    """Run the tap, show `kill_after` each line it prints, SIGKILL it once that says so.
 
-    What it printed up to then is parsed, less a last line cut off by the kill.
+    What it printed up to then is parsed, less a last line cut off by the kill. A run that
+    `kill_after` never stops runs to its end.
     """
     command = tap_command(config, tmp_path, state)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    stderr_file = tmp_path / "stderr.log"
+    with stderr_file.open("wb") as stderr:  # a file: a full pipe would block the tap
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
     assert process.stdout is not None
     lines: list[bytes] = []
     for line in process.stdout:
@@ -119,10 +122,11 @@ def run_tap_until_killed(
             break
     lines.extend(process.stdout.readlines())
     process.wait()
+    stderr = stderr_file.read_text()
     complete = b"".join(lines).decode().splitlines(keepends=True)
     if complete and not complete[-1].endswith("\n"):
         complete.pop()
-    return TapRun.from_output(process.returncode, "".join(complete), "")
+    return TapRun.from_output(process.returncode, "".join(complete), stderr)
 
 
 def select_streams(config: dict[str, t.Any], tmp_path: Path, streams: t.Iterable[str]) -> Path:

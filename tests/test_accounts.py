@@ -239,7 +239,9 @@ def test_a_stream_the_key_may_not_read_is_not_backfilled_every_run(
     config = {**tap_config(server), "api_key": NO_LIFETIME_KEY}
     first = run_tap(config, tmp_path)
     assert first.returncode == 1
-    assert "replication_key_value" not in first.last_state["bookmarks"]["user_lifetime_insights"]
+    assert "replication_key_value" not in first.last_state["bookmarks"].get(
+        "user_lifetime_insights", {}
+    )
     server.configure(hidden_user_ids=[])
     server.advance_clock(1)
     second = run_tap(config, tmp_path, state=first.last_state)
