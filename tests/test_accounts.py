@@ -53,6 +53,17 @@ def covered(run: TapRun, stream: str) -> set[str]:
     return {i for group in groups if stream in group["streams"] for i in group["ids"]}
 
 
+def run_before_a_grant(
+    server: SandboxServer, accounts: list[str], config: dict[str, t.Any], tmp_path: Path
+) -> TapRun:
+    """A run while the key cannot see `accounts`; then their owners grant it access."""
+    server.configure(hidden_user_ids=accounts)
+    run = run_tap(config, tmp_path)
+    server.configure(hidden_user_ids=[])
+    server.advance_clock(1)
+    return run
+
+
 def test_accounts_added_to_user_ids_arrive_whole_and_the_others_stay_incremental(
     start_sandbox: Start, tmp_path: Path
 ) -> None:
@@ -102,14 +113,10 @@ def test_accounts_granted_to_the_key_arrive_whole_without_user_ids(
 ) -> None:
     server = start_sandbox(records_per_resource=150, frozen_clock=True)
     granted = account_ids(server)[10:12]
-    server.configure(hidden_user_ids=granted)
-    first = run_tap(tap_config(server), tmp_path)
+    first = run_before_a_grant(server, granted, tap_config(server), tmp_path)
     assert first.returncode == 0, first.stderr
     for stream, records in of_accounts(server.snapshot(), granted).items():
         assert not ids(first.records(stream)) & records, stream
-
-    server.configure(hidden_user_ids=[])
-    server.advance_clock(1)
     second = run_tap(tap_config(server), tmp_path, state=first.last_state)
     assert second.returncode == 0, second.stderr
     for stream, expected in of_accounts(server.snapshot(), granted).items():
@@ -121,10 +128,7 @@ def test_more_than_50_new_accounts_are_backfilled_50_at_a_time(
 ) -> None:
     server = start_sandbox(records_per_resource=150, frozen_clock=True)
     granted = account_ids(server)[:60]
-    server.configure(hidden_user_ids=granted)
-    first = run_tap(tap_config(server), tmp_path)
-    server.configure(hidden_user_ids=[])
-    server.advance_clock(1)
+    first = run_before_a_grant(server, granted, tap_config(server), tmp_path)
     second = run_tap(tap_config(server), tmp_path, state=first.last_state)
     assert second.returncode == 0, second.stderr
     for stream, expected in of_accounts(server.snapshot(), granted).items():
@@ -138,11 +142,8 @@ def test_a_run_killed_during_a_backfill_resumes_it_without_loss(
 ) -> None:
     server = start_sandbox(records_per_resource=150, frozen_clock=True, latency_ms=5)
     granted = account_ids(server)[:50]
-    server.configure(hidden_user_ids=granted)
     config = tap_config(server, page_size=5)
-    first = run_tap(config, tmp_path)
-    server.configure(hidden_user_ids=[])
-    server.advance_clock(1)
+    first = run_before_a_grant(server, granted, config, tmp_path)
 
     def a_backfill_under_way(line: bytes) -> bool:
         if not line.startswith(b'{"type":"STATE"'):
@@ -196,11 +197,8 @@ def test_a_stream_selected_later_backfills_the_accounts_added_meanwhile(
 ) -> None:
     server = start_sandbox(records_per_resource=150, frozen_clock=True)
     granted = account_ids(server)[20:23]
-    server.configure(hidden_user_ids=granted)
     config = tap_config(server)
-    first = run_tap(config, tmp_path)
-    server.configure(hidden_user_ids=[])
-    server.advance_clock(1)
+    first = run_before_a_grant(server, granted, config, tmp_path)
     without_media = select_streams(config, tmp_path, [s for s in STREAMS if s != "media"])
     second = run_tap(config, tmp_path, "--catalog", str(without_media), state=first.last_state)
     assert second.returncode == 0, second.stderr
@@ -235,15 +233,12 @@ def test_a_stream_the_key_may_not_read_is_not_backfilled_every_run(
 ) -> None:
     server = start_sandbox(records_per_resource=150, frozen_clock=True)
     granted = account_ids(server)[30:32]
-    server.configure(hidden_user_ids=granted)
     config = {**tap_config(server), "api_key": NO_LIFETIME_KEY}
-    first = run_tap(config, tmp_path)
+    first = run_before_a_grant(server, granted, config, tmp_path)
     assert first.returncode == 1
     assert "replication_key_value" not in first.last_state["bookmarks"].get(
         "user_lifetime_insights", {}
     )
-    server.configure(hidden_user_ids=[])
-    server.advance_clock(1)
     second = run_tap(config, tmp_path, state=first.last_state)
     summary = {s["stream"]: s for s in second.summary["streams"]}
     assert summary["user_lifetime_insights"]["status"] == "failed"
