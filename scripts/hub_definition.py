@@ -13,8 +13,11 @@ The settings (names, kinds, labels, descriptions, defaults, secrets), the
 capabilities and the supported Python versions come from the tap's `--about`
 output; the Hub's own metadata (variant, repository, keywords, quality, ...) is
 defined below. Setting kinds follow the Hub's schema (`schemas/common/base_setting.schema.json`
-in the hub repository), which has no `decimal` kind: a JSON schema `number`
-becomes `integer`, as Meltano's hub-utils does.
+in the hub repository), which has no `decimal` kind. A JSON schema `number` becomes
+`string`: Meltano passes a string setting to the tap as it is (a number from meltano.yml,
+"0.5" from the environment), and the tap accepts a number or a numeric string for each of
+its number settings (`tap_analytics/numeric_settings.py`). `integer` would make Meltano
+run `int("0.5")`; a `number` the tap would not also take as a string is refused here.
 """
 
 from __future__ import annotations
@@ -118,7 +121,9 @@ def setting_from_property(name: str, schema: dict[str, Any]) -> dict[str, Any]:
             {"label": _label(str(value)), "value": value} for value in schema["enum"]
         ]
     elif json_type == "number":
-        setting["kind"] = "integer"
+        if "string" not in types:
+            sys.exit(f"{name}: a number setting must also take a numeric string (number_or_string)")
+        setting["kind"] = "string"
     elif json_type in ("string", "integer", "boolean", "array", "object"):
         setting["kind"] = json_type
     else:

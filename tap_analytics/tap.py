@@ -21,7 +21,7 @@ from singer_sdk.helpers.capabilities import (
 from singer_sdk.singerlib.catalog import REPLICATION_FULL_TABLE
 from typing_extensions import override
 
-from tap_analytics import accounts, reconcile, streams, timestamps, transport
+from tap_analytics import accounts, numeric_settings, reconcile, streams, timestamps, transport
 from tap_analytics import state as tap_state
 from tap_analytics.accounts import MAX_USER_IDS, AccountLedger
 from tap_analytics.client import AnalyticsStream, ReadUnit
@@ -139,7 +139,7 @@ class TapAnalytics(SeamTap):
         ),
         th.Property(
             "request_timeout",
-            th.NumberType(exclusive_minimum=0),
+            numeric_settings.number_or_string(th.NumberType(exclusive_minimum=0)),
             default=30,
             title="Request timeout",
             description="Seconds to wait for a response before retrying the request.",
@@ -162,7 +162,7 @@ class TapAnalytics(SeamTap):
         ),
         th.Property(
             "rate_limit_share",
-            th.NumberType(exclusive_minimum=0, maximum=1),
+            numeric_settings.number_or_string(th.NumberType(exclusive_minimum=0, maximum=1)),
             default=1,
             title="Rate limit share",
             description="The fraction of the key's X-RateLimit-Limit this job may use, above 0 "
@@ -177,7 +177,7 @@ class TapAnalytics(SeamTap):
         ),
         th.Property(
             "progress_interval",
-            th.NumberType(minimum=0),
+            numeric_settings.number_or_string(th.NumberType(minimum=0)),
             default=10,
             title="Progress interval",
             description="Seconds between two progress lines of a stream (records and pages so "
@@ -239,6 +239,8 @@ class TapAnalytics(SeamTap):
                 "every row of a table it does not read, and jobs that split accounts share "
                 "tables; reconcile in one job without user_ids"
             )
+        # A number setting from the environment is a string, which JSON schema's bounds skip.
+        errors += numeric_settings.string_errors(self.config, self.config_jsonschema)
         if errors:
             raise ConfigValidationError("Config validation failed", errors=errors)
 

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from taprun import STREAMS, run_tap
+from taprun import STREAMS, run_tap, tap_config
+
+from tap_analytics.sandbox import SandboxServer
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -126,6 +128,35 @@ def test_a_wrong_setting_stops_the_tap_with_a_line_naming_it(
     errors = [line for line in run.stderr.splitlines() if "ERROR" in line]
     assert any(named in line for line in errors), run.stderr
     assert "Traceback" not in run.stderr
+
+
+#: The tap's number settings as the environment gives them: strings.
+NUMBERS_FROM_ENV = {
+    "TAP_ANALYTICS_RATE_LIMIT_SHARE": "0.5",
+    "TAP_ANALYTICS_REQUEST_TIMEOUT": "12.5",
+    "TAP_ANALYTICS_PROGRESS_INTERVAL": "0",
+}
+
+
+def test_number_settings_come_from_the_environment_with_config_env(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """`--config ENV` leaves numbers as strings: the tap reads them and checks their bounds."""
+    run = run_tap(tap_config(sandbox), tmp_path, "--config", "ENV", env=NUMBERS_FROM_ENV)
+    assert run.returncode == 0, run.stderr
+    assert run.records("users")
+    # progress_interval "0": a progress line for every page (two of 150 records a stream).
+    progress = [line for line in run.stderr.splitlines() if "Progress users:" in line]
+    assert len(progress) >= 2, run.stderr
+
+    wrong = {**NUMBERS_FROM_ENV, "TAP_ANALYTICS_RATE_LIMIT_SHARE": "1.5"}
+    refused = run_tap(tap_config(sandbox), tmp_path, "--config", "ENV", env=wrong)
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if "ERROR" in line]
+    naming = [line for line in errors if "rate_limit_share" in line]
+    assert len(naming) == 1, refused.stderr
+    assert naming[0].endswith("rate_limit_share: 1.5 is greater than the maximum of 1")
+    assert "Traceback" not in refused.stderr
 
 
 def test_the_readme_documents_every_setting(tmp_path: Path) -> None:
