@@ -159,6 +159,12 @@ def tap_analytics() -> None:
         # The share below assumes at most pool_slots groups at once, whatever the pool's size.
         max_active_tis_per_dag=SETTINGS.pool_slots,
         map_index_template="{{ account_group }}",
+        # A retry resumes from the group's own state. It also covers the one race of groups
+        # loading at once: target-postgres creating the same new table twice (the loser
+        # fails on pg_type's unique index; on its retry the table exists).
+        retries=SETTINGS.group_retries,
+        retry_delay=timedelta(minutes=1),
+        retry_exponential_backoff=True,
     )
     def run_group(group: str, user_ids: list[str], rate_limit_share: str | None) -> None:
         """``meltano run`` for one group: its accounts and its share of the key's rate limit."""

@@ -67,6 +67,7 @@ class Settings:
     pool: str
     pool_slots: int
     connection_id: str
+    group_retries: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -83,6 +84,10 @@ class Settings:
         if not slots.isdigit() or int(slots) < 1:
             msg = f"TAP_ANALYTICS_POOL_SLOTS must be a whole number of at least 1, not {slots!r}"
             raise ValueError(msg)
+        retries = environ.get("TAP_ANALYTICS_GROUP_RETRIES") or "2"
+        if not retries.isdigit():
+            msg = f"TAP_ANALYTICS_GROUP_RETRIES must be a whole number, not {retries!r}"
+            raise ValueError(msg)
         return cls(
             project=project,
             meltano=meltano,
@@ -91,6 +96,7 @@ class Settings:
             pool=environ.get("TAP_ANALYTICS_POOL") or "tap_analytics",
             pool_slots=int(slots),
             connection_id=environ.get("TAP_ANALYTICS_CONNECTION_ID") or "tap_analytics",
+            group_retries=int(retries),
         )
 
     @property
