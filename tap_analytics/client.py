@@ -52,8 +52,11 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, TapState
 
 #: Where to resume after a crash: a STATE message follows every this many pages, so a killed
-#: run re-reads at most a few pages.
+#: run re-reads at most a few pages; but only once the records written since the last STATE
+#: are this many times its size, so that a STATE grown large (the coverage of thousands of
+#: accounts) is not most of the output.
 STATE_EVERY_PAGES = 5
+STATE_SHARE_OF_OUTPUT = 4
 
 
 class StateSink(t.Protocol):
@@ -427,17 +430,25 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             return
         whole = self.writes_pages_whole()
         state_writer = self.resources.state_writer
+        writer = self.resources.page_writer
+        pages_since_state, bytes_at_state = 0, writer.bytes_written
         with self.get_record_counter() as counter, self.get_sync_timer():
             for unit in self._units:
-                for number, page in enumerate(self._counted(unit), start=1):
+                for page in self._counted(unit):
                     if page.records:
                         written = self._write_records(page.records, unit.version, whole=whole)
                         counter.increment(written)
                         if unit.version is not None:
                             self.stats.version_records += written
                     unit.written(page.bookmark)
-                    if number % STATE_EVERY_PAGES == 0:
+                    pages_since_state += 1
+                    written_since = writer.bytes_written - bytes_at_state
+                    if (
+                        pages_since_state >= STATE_EVERY_PAGES
+                        and written_since >= STATE_SHARE_OF_OUTPUT * writer.state_bytes
+                    ):
                         state_writer.write_state(self.tap_state)
+                        pages_since_state, bytes_at_state = 0, writer.bytes_written
                 unit.finished()
                 state_writer.write_state(self.tap_state)
 

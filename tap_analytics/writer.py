@@ -38,10 +38,15 @@ class PageWriter(MsgSpecWriter):
     #: The SDK's settings for other messages (datetimes, decimals as numbers).
     _encode_message = msgspec.json.Encoder(enc_hook=enc_hook, decimal_format="number").encode
 
+    #: Bytes written so far, and the size of the last STATE message (to pace STATE by).
+    bytes_written = 0
+    state_bytes = 0
+
     @override
     def write_message(self, message: Message) -> None:
         if isinstance(message, StateMessage):
             line = self._encode_message({"type": "STATE", "value": message.value}) + b"\n"
+            self.state_bytes = len(line)
             self._write_bytes(line)
         else:
             self._write_bytes(bytes(self.format_message(message)))
@@ -57,8 +62,8 @@ class PageWriter(MsgSpecWriter):
             )
         )
 
-    @staticmethod
-    def _write_bytes(data: bytes) -> None:
+    def _write_bytes(self, data: bytes) -> None:
+        self.bytes_written += len(data)
         stdout = sys.stdout
         if hasattr(stdout, "buffer"):
             stdout.buffer.write(data)
