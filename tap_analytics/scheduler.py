@@ -129,7 +129,7 @@ def hedged(send: Callable[[], R], copy: Callable[[], R], after: float) -> R:
             answers.put((False, exc))
 
     def start(call: Callable[[], R]) -> None:
-        threading.Thread(target=run, args=(call,), name="tap-analytics-hedge", daemon=True).start()
+        _helpers.submit(lambda: run(call))
 
     start(send)
     calls, failures = 1, 0
@@ -146,6 +146,37 @@ def hedged(send: Callable[[], R], copy: Callable[[], R], after: float) -> R:
         failures += 1
         if failures == calls:
             raise value
+
+
+class _Helpers:
+    """Threads that run `hedged`'s calls, kept for their sessions' keep-alive connections.
+
+    One more starts when none is idle. Daemon threads, as the loser of a hedge may still wait
+    on a stalled response when the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = not self._idle
+            if not spawn:
+                self._idle -= 1
+        if spawn:
+            threading.Thread(target=self._serve, name="tap-analytics-hedge", daemon=True).start()
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_helpers = _Helpers()
 
 
 class PageSource(t.Protocol):
