@@ -174,8 +174,8 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         return session
 
     @property
-    @override
-    def timeout(self) -> float:  # type: ignore[override]
+    def request_timeout(self) -> float:
+        """Seconds to wait for a response (the SDK's `timeout` says int; requests takes any)."""
         return float(self.config.get("request_timeout", 30))
 
     @property
@@ -290,7 +290,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         try:
             # Redirects are not followed: validate_response refuses them (transport says why).
             response = self.requests_session.send(
-                prepared, timeout=self.timeout, allow_redirects=False
+                prepared, timeout=self.request_timeout, allow_redirects=False
             )
         except transport.SEND_ERRORS as exc:
             limiter.release(None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import typing as t
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator
 from singer_sdk import typing as th
 
 
