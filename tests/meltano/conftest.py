@@ -31,9 +31,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -315,6 +317,55 @@ class Meltano:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
             pytest.fail(f"meltano {' '.join(args)} exited {result.returncode}:\n{tail}")
         return result
+
+    def run_watching(
+        self,
+        *args: str,
+        on_line: Callable[[str], bool],
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``meltano ARGS``, calling `on_line` on each output line as it comes.
+
+        For acting at a point of a run (switching the sandbox's faults, say) without sleeps.
+        When `on_line` returns True, the run is killed with SIGKILL: meltano, the tap and the
+        target at once (its own process group), as a lost machine or an OOM kill would.
+        The result holds stdout and stderr together, in `stdout`.
+        """
+        full_env = {**clean_environ(), "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        full_env.update(env or {})
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [str(self.executable), *args],
+            cwd=self.project,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.start()
+        lines: list[str] = []
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                if on_line(line):
+                    kill()
+            process.wait()
+        finally:
+            watchdog.cancel()
+            kill()  # nothing of the run outlives it
+        elapsed = time.monotonic() - started
+        print(f"meltano {' '.join(args)}: exit {process.returncode} in {elapsed:.1f}s")
+        return subprocess.CompletedProcess(process.args, process.returncode, "".join(lines), "")
 
 
 @pytest.fixture(scope="session")

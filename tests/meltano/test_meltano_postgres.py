@@ -63,20 +63,22 @@ def normalise(db_value: Any, raw_value: Any) -> tuple[Any, Any]:
     return db_value, raw_value
 
 
-def fetch_tables(pg_database: Any) -> tuple[dict[str, list[dict[str, Any]]], dict]:
-    """Every table's rows, and the column types (table, column) -> data_type."""
+def fetch_tables(
+    pg_database: Any, schema: str = SCHEMA
+) -> tuple[dict[str, list[dict[str, Any]]], dict]:
+    """Every table's (or view's) rows, and the column types (table, column) -> data_type."""
     with pg_database.connect(row_factory=dict_row) as conn:
         types = {
             (row["table_name"], row["column_name"]): row["data_type"]
             for row in conn.execute(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = %s",
-                [SCHEMA],
+                [schema],
             )
         }
         tables = {}
         for stream in STREAMS:
-            query = f'SELECT * FROM {SCHEMA}."{stream}"'  # noqa: S608 (fixed names)
+            query = f'SELECT * FROM {schema}."{stream}"'  # noqa: S608 (fixed names)
             tables[stream] = conn.execute(query).fetchall()
     return tables, types
 
