@@ -327,7 +327,8 @@ def test_reconciliation_into_postgres(
     after = pipeline.read_tables()
     assert_warehouse(after, sb.snapshot(), deleted, deleted_rows="flagged")
     assert_only_changes_rewritten(reconciled, after, sb.snapshot())
-    assert_not_moved_back(reconciled_state, pipeline.state())
+    nightly_state = pipeline.state()
+    assert_not_moved_back(reconciled_state, nightly_state)
 
     # 5. A reconciliation whose API fails for good half-way (500s from the second stream on).
     more = mutate(pipeline, after, updates=4, inserts=3, deletes=6)
@@ -349,6 +350,12 @@ def test_reconciliation_into_postgres(
     assert summary[FIRST]["version_activated"], summary
     assert "failed" in {summary[s]["status"] for s in STREAMS}, summary
     assert_no_live_row_flagged(pipeline.read_tables(), sb.snapshot())
+    # The streams it did not finish keep their bookmarks; the others only move forward.
+    failed_state = pipeline.state()
+    assert_not_moved_back(nightly_state, failed_state)
+    unfinished = [s for s in STREAMS if summary[s]["status"] != "ok"]
+    for stream in unfinished:
+        assert failed_state["bookmarks"][stream] == nightly_state["bookmarks"][stream], stream
 
     # 6. A reconciliation killed with SIGKILL (meltano, tap and target) once the target has
     # written rows of the second stream's new version.
