@@ -27,7 +27,7 @@ from tap_analytics.accounts import MAX_USER_IDS, AccountLedger
 from tap_analytics.client import AnalyticsStream, ReadUnit
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
 from tap_analytics.ratelimit import RateLimiter
-from tap_analytics.scheduler import PageScheduler, StreamReader
+from tap_analytics.scheduler import PageScheduler
 from tap_analytics.sdk import SeamTap, check_contract
 from tap_analytics.stats import log_summary
 from tap_analytics.writer import PageWriter
@@ -308,7 +308,6 @@ class TapAnalytics(SeamTap):
         ledger: AccountLedger,
         visible: set[str],
         version: int | None,
-        own_reader: StreamReader | None,
     ) -> list[ReadUnit]:
         """What a stream writes this run: its own window, then backfills of new accounts.
 
@@ -332,7 +331,7 @@ class TapAnalytics(SeamTap):
             timestamps.api_form(start) if start else None,
             again=set(self.config.get("backfill_user_ids") or ()),
         )
-        units = [stream.own_window(own_reader or scheduler.open(stream))]
+        units = [stream.own_window(scheduler.open(stream))]
         for backfill in backfills:
             self.logger.info(
                 "Stream %s: backfilling %d accounts new to it, from %s to %s: %s",
@@ -427,22 +426,15 @@ class TapAnalytics(SeamTap):
         failures: list[AnalyticsError] = []
         with PageScheduler(self.max_concurrency) as scheduler:
             try:
-                # The streams' own windows are fetched while the accounts are listed.
-                own_readers = {
-                    stream.name: scheduler.open(stream)
-                    for stream in selected
-                    if not self.reconciles(stream)
-                }
+                # The listing comes first: an api_url that is not the API, or a rejected
+                # key, then ends the run after one request.
                 if selected:
                     ledger = AccountLedger(self.own_state)
                     visible, clock = self._visible_accounts()
-                reconciling = len(own_readers) < len(selected)
+                reconciling = any(self.reconciles(stream) for stream in selected)
                 version = reconcile.next_version(self.own_state, clock) if reconciling else None
                 for stream in selected:
-                    own_reader = own_readers.get(stream.name)
-                    units = self._read_units(
-                        stream, scheduler, ledger, visible, version, own_reader
-                    )
+                    units = self._read_units(stream, scheduler, ledger, visible, version)
                     stream.read_from(units)
             except AnalyticsError as exc:
                 failures.append(exc)
