@@ -101,10 +101,13 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     def __init__(self, tap: Tap, *, resources: RunResources) -> None:
         super().__init__(tap)
         self.resources = resources
-        self._units: list[ReadUnit] | None = None
+        self._units: Iterable[ReadUnit] | None = None
 
-    def read_from(self, units: list[ReadUnit]) -> None:
-        """Write this run's pages from `units` (its own window first), on the tap's scheduler."""
+    def read_from(self, units: Iterable[ReadUnit]) -> None:
+        """Write this run's pages from `units` (its own window first), on the tap's scheduler.
+
+        `units` may be lazy: later units (backfills) can wait on what the run learns meanwhile.
+        """
         self._units = units
 
     def own_window(self, reader: StreamReader) -> ReadUnit:
@@ -370,7 +373,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         scheduler of its own.
         """
         if self._units is not None:
-            yield from self._counted(self._units[0])
+            yield from self._counted(next(iter(self._units)))
             return
         with PageScheduler(self.resources.max_concurrency) as scheduler:
             yield from self._counted(self.own_window(scheduler.open(self)))
