@@ -27,8 +27,12 @@ from tap_analytics import timestamps
 from tap_analytics.pagination import KeysetPaginator, Window, WindowCursor
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
+    from concurrent.futures import Future
 
+    from singer_sdk.helpers.types import TapState
+
+    from tap_analytics.client import StateSink
     from tap_analytics.pagination import Envelope
 
 #: The API's `user_id` filter takes at most this many accounts.
@@ -63,11 +67,7 @@ class Backfill:
         return cls(stream, tuple(saved["ids"]), saved["updated_since"], saved["updated_until"])
 
 
-def visible_accounts(
-    fetch: Callable[[WindowCursor], tuple[Envelope, str]],
-    page_size: int,
-    user_ids: Iterable[str] | None,
-) -> tuple[set[str], str]:
+class AccountListing:
     """The accounts in the job's scope that the key sees, from `/v1/users`; the API's clock.
 
     With `user_ids`, the accounts of each 50 of them (the API lists only those the key may
@@ -75,26 +75,80 @@ def visible_accounts(
     changed meanwhile moves ahead of it and is still read. Should the accounts change faster
     than the walk reads (it stops after twice the pages the first answer calls for), those
     it did not reach count as unseen: they are backfilled again by a later run, never lost.
+
+    The first page is read alone (`first_page`), so that an `api_url` that is not the API or
+    a rejected key ends the run after one request; the rest (`rest`) may be read meanwhile
+    streams read their windows, which do not depend on it.
     """
-    ids = sorted(set(user_ids or ()))
-    scopes: list[tuple[str, ...] | None] = [
-        tuple(ids[i : i + MAX_USER_IDS]) for i in range(0, len(ids), MAX_USER_IDS)
-    ]
-    visible: set[str] = set()
-    clocks = []
-    for accounts in scopes or [None]:
-        walk = KeysetPaginator(None, None, max(page_size, 2), accounts)
-        pages = 0
-        budget = 1
-        while not walk.finished and pages < budget:
-            page, clock = fetch(walk.current_value)
-            clocks.append(clock)
-            if pages == 0:
-                budget = 2 * (1 + math.ceil((page.paging.total or 0) / (page_size - 1))) + 2
-            visible.update(record["id"] for record in walk.unread(page))
-            walk.advance(page)
-            pages += 1
-    return visible, clocks[0]
+
+    def __init__(
+        self,
+        fetch: Callable[[WindowCursor], tuple[Envelope, str]],
+        page_size: int,
+        user_ids: Iterable[str] | None,
+    ) -> None:
+        self._fetch = fetch
+        self._page_size = page_size
+        ids = sorted(set(user_ids or ()))
+        self._scopes: list[tuple[str, ...] | None] = [
+            tuple(ids[i : i + MAX_USER_IDS]) for i in range(0, len(ids), MAX_USER_IDS)
+        ] or [None]
+        self.visible: set[str] = set()
+        self._clocks = self._walk()
+
+    def first_page(self) -> str:
+        """Read the first page; return the API's clock when it answered."""
+        return next(self._clocks)
+
+    def rest(self) -> set[str]:
+        """Read the other pages; return the accounts visible and in scope."""
+        for _ in self._clocks:
+            pass
+        return self.visible
+
+    def _walk(self) -> Iterator[str]:
+        for accounts in self._scopes:
+            walk = KeysetPaginator(None, None, max(self._page_size, 2), accounts)
+            pages = 0
+            budget = 1
+            while not walk.finished and pages < budget:
+                page, clock = self._fetch(walk.current_value)
+                if pages == 0:
+                    total = page.paging.total or 0
+                    budget = 2 * (1 + math.ceil(total / (self._page_size - 1))) + 2
+                self.visible.update(record["id"] for record in walk.unread(page))
+                walk.advance(page)
+                pages += 1
+                yield clock
+
+
+class HeldState:
+    """STATE held back while the account listing is read beside the streams' first pages.
+
+    A STATE moves bookmarks, and a moved bookmark is only safe once the listing has said
+    which accounts left (they leave the coverage): so no STATE is written before the listing
+    is complete, and none after it failed (the run fails; the next resumes from the last one).
+    The records written meanwhile are claimed by the first STATE after it.
+    """
+
+    def __init__(self, sink: StateSink) -> None:
+        self._sink = sink
+        self._listing: Future[frozenset[str]] | None = None
+        self._then: Callable[[], object] = lambda: None
+
+    def hold_until(self, listing: Future[frozenset[str]], then: Callable[[], object]) -> None:
+        """Hold STATE until `listing` is done (for good if it failed); `then` before the first."""
+        self._listing, self._then = listing, then
+
+    def write_state(self, state: TapState) -> None:
+        """Write `state` as a STATE message if it changed and is not held."""
+        listing = self._listing
+        if listing is not None:
+            if not listing.done() or listing.exception() is not None:
+                return
+            self._listing = None
+            self._then()
+        self._sink.write_state(state)
 
 
 class AccountLedger:
@@ -102,10 +156,14 @@ class AccountLedger:
 
     def __init__(self, own_state: dict[str, t.Any]) -> None:
         self._own = own_state
-        self.coverage: dict[str, set[str]] = {}
+        # Coverage is O(accounts) and most streams cover the same ones: equal sets are one
+        # object (`_shared`), and each is sorted for STATE once (`_listed`).
+        self._listed: dict[frozenset[str], list[str]] = {}
+        self.coverage: dict[str, frozenset[str]] = {}
         for group in own_state.get("accounts", []):
+            ids = self._shared(frozenset(group["ids"]))
             for stream in group["streams"]:
-                self.coverage[stream] = set(group["ids"])
+                self.coverage[stream] = ids
         self.backfills: dict[str, list[Backfill]] = {
             stream: [Backfill.from_state(stream, saved) for saved in pending]
             for stream, pending in own_state.get("backfills", {}).items()
@@ -115,7 +173,7 @@ class AccountLedger:
         self,
         stream: str,
         bookmark: str | None,
-        visible: set[str],
+        visible: frozenset[str],
         start: str | None,
         again: t.AbstractSet[str] = frozenset(),
     ) -> list[Backfill]:
@@ -130,9 +188,11 @@ class AccountLedger:
             return []
         # Coverage of a STATE from before coverage was kept: every visible account (what the
         # release before assumed, and the README says).
-        covered = self.coverage.get(stream, visible) & (visible - again)
+        covered = self.coverage.get(stream, visible)
         if start is not None and timestamps.epoch(start) >= timestamps.epoch(bookmark):
-            covered = set(visible)  # history before the bookmark is outside start_date
+            covered = visible  # history before the bookmark is outside start_date
+        elif again or not covered <= visible:
+            covered = self._shared((covered & visible) - again)
         pending = []
         for backfill in self.backfills.get(stream, []):
             accounts = tuple(a for a in backfill.accounts if a in visible)
@@ -150,9 +210,9 @@ class AccountLedger:
         self._save()
         return list(pending)
 
-    def cover(self, stream: str, visible: set[str]) -> None:
+    def cover(self, stream: str, visible: frozenset[str]) -> None:
         """The stream has read every visible account's history (a reconciliation)."""
-        self.coverage[stream] = set(visible)
+        self.coverage[stream] = self._shared(visible)
         self.backfills.pop(stream, None)
         self._save()
 
@@ -164,15 +224,24 @@ class AccountLedger:
     def complete(self, backfill: Backfill) -> None:
         """The backfill is written: its accounts are covered."""
         self.backfills[backfill.stream].remove(backfill)
-        self.coverage.setdefault(backfill.stream, set()).update(backfill.accounts)
+        covered = self.coverage.get(backfill.stream, frozenset())
+        self.coverage[backfill.stream] = self._shared(covered | frozenset(backfill.accounts))
         self._save()
+
+    def _shared(self, ids: frozenset[str]) -> frozenset[str]:
+        """The one object equal to `ids` that the ledger holds (`ids` itself if new)."""
+        for held in self.coverage.values():
+            if held is ids or held == ids:
+                return held
+        return ids
 
     def _save(self) -> None:
         groups: dict[frozenset[str], list[str]] = {}
         for stream, ids in sorted(self.coverage.items()):
-            groups.setdefault(frozenset(ids), []).append(stream)
+            groups.setdefault(ids, []).append(stream)
+        self._listed = {ids: self._listed.get(ids) or sorted(ids) for ids in groups}
         self._own["accounts"] = [
-            {"streams": streams, "ids": sorted(ids)} for ids, streams in groups.items()
+            {"streams": streams, "ids": self._listed[ids]} for ids, streams in groups.items()
         ]
         self._own["backfills"] = {
             stream: [backfill.as_state() for backfill in pending]

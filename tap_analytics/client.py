@@ -86,8 +86,8 @@ class RunResources(t.Protocol):
         """Requests in flight at once."""
 
     @property
-    def state_writer(self) -> StateSink:
-        """The writer of the run's STATE messages."""
+    def state_sink(self) -> StateSink:
+        """Where the streams write the run's STATE messages."""
 
 
 class AnalyticsStream(SeamStream[WindowCursor]):
@@ -432,7 +432,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
                 self.write_pages()
             return
         whole = self.writes_pages_whole()
-        state_writer = self.resources.state_writer
+        state_writer = self.resources.state_sink
         writer = self.resources.page_writer
         pages_since_state, bytes_at_state = 0, writer.bytes_written
         with self.get_record_counter() as counter, self.get_sync_timer():

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import typing as t
+from concurrent.futures import Future
 from functools import cached_property
 
 from singer_sdk import typing as th
@@ -23,7 +24,7 @@ from typing_extensions import override
 
 from tap_analytics import accounts, numeric_settings, reconcile, streams, timestamps, transport
 from tap_analytics import state as tap_state
-from tap_analytics.accounts import MAX_USER_IDS, AccountLedger
+from tap_analytics.accounts import MAX_USER_IDS, AccountLedger, HeldState
 from tap_analytics.client import AnalyticsStream, ReadUnit
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
 from tap_analytics.ratelimit import RateLimiter
@@ -31,6 +32,9 @@ from tap_analytics.scheduler import PageScheduler
 from tap_analytics.sdk import SeamTap, check_contract
 from tap_analytics.stats import log_summary
 from tap_analytics.writer import PageWriter
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 STREAM_TYPES: list[type[AnalyticsStream]] = [
     streams.UsersStream,
@@ -291,73 +295,113 @@ class TapAnalytics(SeamTap):
         full_table = stream.replication_method == REPLICATION_FULL_TABLE
         return full_table or bool(self.config.get("reconcile_deletes"))
 
-    def _visible_accounts(self) -> tuple[set[str], str]:
-        """The accounts in scope that the key sees (one request per 50 or 100), the API's clock."""
+    @cached_property
+    def state_sink(self) -> HeldState:
+        """The streams' STATE, held back while the account listing is still being read."""
+        return HeldState(self.state_writer)
+
+    def _list_accounts(self) -> tuple[str, Future[frozenset[str]]]:
+        """The API's clock, from the listing's first page read now; the accounts, read after.
+
+        The rest of the listing is read beside the streams' first pages. An `api_url` that
+        is not the API, or a rejected key, ends the run after one request.
+        """
         users = self.streams["users"]
         assert isinstance(users, AnalyticsStream)
-        visible, clock = accounts.visible_accounts(
+        listing = accounts.AccountListing(
             users.fetch_page_and_clock, users.page_size, self.config.get("user_ids")
         )
-        self.logger.info("Accounts in scope and visible to the key: %d", len(visible))
-        return visible, clock
+        clock = listing.first_page()
+        visible: Future[frozenset[str]] = Future()
 
-    def _read_units(
+        def read_rest() -> None:
+            try:
+                visible.set_result(frozenset(listing.rest()))
+            except BaseException as exc:  # handed to the thread that waits on it
+                visible.set_exception(exc)
+
+        # A daemon thread: a run that fails meanwhile exits without waiting for the listing.
+        threading.Thread(target=read_rest, name="account-listing", daemon=True).start()
+        return clock, visible
+
+    def _own_unit(
         self,
         stream: AnalyticsStream,
         scheduler: PageScheduler,
         ledger: AccountLedger,
-        visible: set[str],
+        visible: Future[frozenset[str]],
         version: int | None,
-    ) -> list[ReadUnit]:
-        """What a stream writes this run: its own window, then backfills of new accounts.
-
-        Or, reconciling, one full read whose records carry `version`.
-        """
+    ) -> ReadUnit:
+        """The stream's own window, opened now; or, reconciling, its full read as `version`."""
         if version is not None and self.reconciles(stream):
-            return [self._reconciliation(stream, scheduler, ledger, visible, version)]
-        bookmark = tap_state.bookmark(self.state, stream.name)
-        if bookmark is not None and stream.name not in ledger.coverage:
-            self.logger.info(
-                "Stream %s: STATE from before account coverage was kept; counting the %d "
-                "accounts visible now as read whole (README: Accounts that join later)",
-                stream.name,
-                len(visible),
-            )
+            return self._reconciliation(stream, scheduler, ledger, visible, version)
+        return stream.own_window(scheduler.open(stream))
+
+    def _plan_backfills(
+        self,
+        selected: list[AnalyticsStream],
+        bookmarks: dict[str, str | None],
+        ledger: AccountLedger,
+        visible: frozenset[str],
+        version: int | None,
+    ) -> dict[str, list[accounts.Backfill]]:
+        """Every stream's backfills of accounts new to it, from the bookmarks the run began with.
+
+        Planned once the listing is in, into the ledger (STATE) only: nothing is read yet.
+        """
+        self.logger.info("Accounts in scope and visible to the key: %d", len(visible))
         start = self.config.get("start_date")
-        backfills = ledger.plan(
-            stream.name,
-            bookmark,
-            visible,
-            timestamps.api_form(start) if start else None,
-            again=set(self.config.get("backfill_user_ids") or ()),
-        )
-        units = [stream.own_window(scheduler.open(stream))]
-        for backfill in backfills:
-            self.logger.info(
-                "Stream %s: backfilling %d accounts new to it, from %s to %s: %s",
-                stream.name,
-                len(backfill.accounts),
-                backfill.updated_since or "the beginning",
-                backfill.updated_until,
-                ", ".join(backfill.accounts),
-            )
-            stream.stats.backfilled_accounts += len(backfill.accounts)
-            units.append(
-                ReadUnit(
-                    scheduler.open(stream, backfill.window).pages(),
-                    functools.partial(ledger.advance, backfill),
-                    functools.partial(ledger.complete, backfill),
-                    backfill=True,
+        plans = {}
+        for stream in selected:
+            if version is not None and self.reconciles(stream):
+                continue
+            bookmark = bookmarks[stream.name]
+            if bookmark is not None and stream.name not in ledger.coverage:
+                self.logger.info(
+                    "Stream %s: STATE from before account coverage was kept; counting the %d "
+                    "accounts visible now as read whole (README: Accounts that join later)",
+                    stream.name,
+                    len(visible),
                 )
+            plans[stream.name] = ledger.plan(
+                stream.name,
+                bookmark,
+                visible,
+                timestamps.api_form(start) if start else None,
+                again=set(self.config.get("backfill_user_ids") or ()),
             )
-        return units
+        return plans
+
+    def _backfill_unit(
+        self,
+        stream: AnalyticsStream,
+        scheduler: PageScheduler,
+        ledger: AccountLedger,
+        backfill: accounts.Backfill,
+    ) -> ReadUnit:
+        """One backfill of a stream, opened now."""
+        self.logger.info(
+            "Stream %s: backfilling %d accounts new to it, from %s to %s: %s",
+            stream.name,
+            len(backfill.accounts),
+            backfill.updated_since or "the beginning",
+            backfill.updated_until,
+            ", ".join(backfill.accounts),
+        )
+        stream.stats.backfilled_accounts += len(backfill.accounts)
+        return ReadUnit(
+            scheduler.open(stream, backfill.window).pages(),
+            functools.partial(ledger.advance, backfill),
+            functools.partial(ledger.complete, backfill),
+            backfill=True,
+        )
 
     def _reconciliation(
         self,
         stream: AnalyticsStream,
         scheduler: PageScheduler,
         ledger: AccountLedger,
-        visible: set[str],
+        visible: Future[frozenset[str]],
         version: int,
     ) -> ReadUnit:
         """A stream's reconciliation: the full read, activated when whole and at rest."""
@@ -386,7 +430,7 @@ class TapAnalytics(SeamTap):
                     reconcile.MAX_CATCH_UP_PAGES,
                 )
             stream.set_bookmark(reconciliation.end)
-            ledger.cover(stream.name, visible)
+            ledger.cover(stream.name, visible.result())
 
         return ReadUnit(reconciliation.pages(), lambda _: None, finished, version=version)
 
@@ -424,18 +468,37 @@ class TapAnalytics(SeamTap):
         self.state_writer.write_state(self.state)
         started = time.monotonic()
         failures: list[AnalyticsError] = []
+        plans: Callable[[], dict[str, list[accounts.Backfill]]] | None = None
         with PageScheduler(self.max_concurrency) as scheduler:
             try:
-                # The listing comes first: an api_url that is not the API, or a rejected
-                # key, then ends the run after one request.
                 if selected:
+                    clock, visible = self._list_accounts()
                     ledger = AccountLedger(self.own_state)
-                    visible, clock = self._visible_accounts()
-                reconciling = any(self.reconciles(stream) for stream in selected)
-                version = reconcile.next_version(self.own_state, clock) if reconciling else None
-                for stream in selected:
-                    units = self._read_units(stream, scheduler, ledger, visible, version)
-                    stream.read_from(units)
+                    reconciling = any(self.reconciles(stream) for stream in selected)
+                    version = reconcile.next_version(self.own_state, clock) if reconciling else None
+                    by_name = {stream.name: stream for stream in selected}
+                    bookmarks = {name: tap_state.bookmark(self.state, name) for name in by_name}
+                    plans = functools.cache(
+                        lambda: self._plan_backfills(
+                            selected, bookmarks, ledger, visible.result(), version
+                        )
+                    )
+                    # The first STATE once the listing is in carries the plan; a stream
+                    # without a bookmark has nothing to backfill, so it never waits for it.
+                    self.state_sink.hold_until(visible, then=plans)
+                    opened = functools.cache(
+                        lambda: {
+                            name: [
+                                self._backfill_unit(by_name[name], scheduler, ledger, b)
+                                for b in backfills
+                            ]
+                            for name, backfills in plans().items()
+                        }
+                    )
+                    for stream in selected:
+                        own = self._own_unit(stream, scheduler, ledger, visible, version)
+                        later = opened if bookmarks[stream.name] is not None else None
+                        stream.read_from(_then(own, later, stream.name))
             except AnalyticsError as exc:
                 failures.append(exc)
             for stream in selected:
@@ -451,6 +514,14 @@ class TapAnalytics(SeamTap):
                     failures.append(exc)
                 else:
                     stream.stats.finish("ok")
+            if plans is not None:
+                try:
+                    plans()  # the listing may have outlasted the streams
+                except AnalyticsError as exc:
+                    if exc not in failures:
+                        failures.append(exc)
+                else:
+                    self.state_sink.write_state(self.state)
         log_summary(
             self.logger,
             [stream.stats for stream in selected],
@@ -459,6 +530,15 @@ class TapAnalytics(SeamTap):
         )
         if failures:
             raise RunFailedError("\n".join(str(failure) for failure in failures))
+
+
+def _then(
+    first: ReadUnit, later: Callable[[], dict[str, list[ReadUnit]]] | None, stream: str
+) -> Iterator[ReadUnit]:
+    """A stream's units: its own window, then its backfills (`later`, once the listing is in)."""
+    yield first
+    if later is not None:
+        yield from later().get(stream, [])
 
 
 def _stream_specific(error: AnalyticsError) -> bool:

@@ -6,6 +6,7 @@ import json
 import math
 import signal
 import typing as t
+from concurrent.futures import Future
 from pathlib import Path
 
 from taprun import (
@@ -19,6 +20,7 @@ from taprun import (
     tap_config,
 )
 
+from tap_analytics.accounts import HeldState
 from tap_analytics.sandbox import NO_LIFETIME_KEY
 
 if t.TYPE_CHECKING:
@@ -260,3 +262,36 @@ def test_backfill_user_ids_reads_chosen_accounts_again(
     assert again.returncode == 0, again.stderr
     for stream, expected in of_accounts(server.snapshot(), chosen).items():
         assert ids(again.records(stream)) == expected, stream
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.written: list[dict[str, t.Any]] = []
+
+    def write_state(self, state: dict[str, t.Any]) -> None:
+        self.written.append(dict(state))
+
+
+def test_state_waits_for_the_account_listing_and_is_never_written_after_it_failed() -> None:
+    # A unit test of one edge: the run's end to end path is every test above.
+    sink = Sink()
+    held = HeldState(sink)
+    held.write_state({"n": 0})
+    listing: Future[frozenset[str]] = Future()
+    planned: list[int] = []
+    held.hold_until(listing, then=lambda: planned.append(len(sink.written)))
+    held.write_state({"n": 1})
+    assert sink.written == [{"n": 0}]
+    assert planned == []
+    listing.set_result(frozenset({"1"}))
+    held.write_state({"n": 2})
+    held.write_state({"n": 3})
+    assert sink.written == [{"n": 0}, {"n": 2}, {"n": 3}]
+    assert planned == [1]  # once, before the first STATE after the listing
+
+    failed: Future[frozenset[str]] = Future()
+    held.hold_until(failed, then=lambda: planned.append(-1))
+    failed.set_exception(RuntimeError("the listing failed"))
+    held.write_state({"n": 4})
+    assert sink.written == [{"n": 0}, {"n": 2}, {"n": 3}]
+    assert planned == [1]
