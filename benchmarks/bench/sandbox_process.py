@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -57,20 +58,32 @@ class Sandbox:
         if not self.url.startswith("http"):
             self.close()
             sys.exit(f"the sandbox did not start; see {self._stderr.name}")
-        self.expected = {resource: self._total(resource) for resource in RESOURCE_NAMES}
 
-    def _get(self, path: str) -> Any:
+    @functools.cached_property
+    def expected(self) -> dict[str, int]:
+        """Each resource's paging.total: what every contender must read of it.
+
+        Asked on first use, so that a rate-limited sandbox counts nothing before the clients
+        measured on it.
+        """
+        return {
+            resource: int(self.get(f"/v1/{resource}?limit=1")["paging"]["total"])
+            for resource in RESOURCE_NAMES
+        }
+
+    def get(self, path: str) -> Any:
+        """An API or admin path's JSON, with the stock key."""
         request = urllib.request.Request(self.url + path, headers={"X-API-Key": API_KEY})
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
-    def _total(self, resource: str) -> int:
-        """The resource's paging.total: what every contender must read of it."""
-        return int(self._get(f"/v1/{resource}?limit=1")["paging"]["total"])
-
     def requests_served(self) -> int:
         """API requests so far (the admin endpoints do not count)."""
-        return int(self._get("/_sandbox/stats")["requests"])
+        return int(self.stats()["requests"])
+
+    def stats(self) -> dict[str, Any]:
+        """The sandbox's counters (/_sandbox/stats): requests, 429s, the first request's time."""
+        return dict(self.get("/_sandbox/stats"))
 
     def cpu_seconds(self) -> float:
         """user+sys CPU of the sandbox process (all its threads) so far."""

@@ -1,4 +1,4 @@
-"""The parts of a benchmark: the scenarios, the fixed cost, memory flatness; rounds in each."""
+"""The parts of a benchmark: the scenarios, the fixed cost, memory at two sizes; rounds in each."""
 
 from __future__ import annotations
 
@@ -138,14 +138,26 @@ def fixed_cost(setup: Setup) -> dict[str, Any]:
     return {c.name: summarize(runs[c.name], total, failures.get(c.name)) for c in entries}
 
 
-def memory_flatness(setup: Setup, small: int, large: int) -> dict[str, Any]:
-    """The tap alone at two data sizes: its peak RSS should not grow with the data."""
-    log(f"\n== memory: tap-analytics peak RSS at 7 x {small:,} and 7 x {large:,} records ==")
+def memory_flatness(setup: Setup, small: int, large: int, accounts: int) -> dict[str, Any]:
+    """The tap alone at two data sizes, its peak RSS at each.
+
+    `accounts`: the sandbox's accounts (0: one per record, so the accounts grow with the data
+    and so does the coverage the tap keeps per account).
+    """
+    owners = f"{accounts:,} accounts" if accounts else "one account per record"
+    log(
+        f"\n== memory: tap-analytics peak RSS at 7 x {small:,} and 7 x {large:,} records, "
+        f"{owners} =="
+    )
     sizes = {}
     rounds = setup.rounds
     for records in (small, large):
-        with _sandboxed(setup, f"memory-{records}", records, 0) as (workdir, sandbox, entries):
-            tap_contender = entries[0]
+        name = f"memory-{records}-{accounts or 'each'}"
+        with _sandboxed(setup, name, records, 0, {"accounts": accounts}, ("tap-analytics",)) as (
+            workdir,
+            sandbox,
+            (tap_contender,),
+        ):
             runs: list[Run] = []
             failure = None
             for number in range(rounds):
@@ -158,12 +170,16 @@ def memory_flatness(setup: Setup, small: int, large: int) -> dict[str, Any]:
                     f"  {records:>7,}/resource run {number + 1}/{rounds}: rss {run.max_rss_mb:.1f}"
                     f" MB, wall {run.wall_s:.2f} s"
                 )
-            sizes[str(records)] = summarize(runs, sum(sandbox.expected.values()), failure)
+            sizes[str(records)] = {
+                **summarize(runs, sum(sandbox.expected.values()), failure),
+                "accounts": sandbox.expected["users"],
+            }
     ok = all("failed" not in sizes[str(size)] for size in (small, large))
     ratio = sizes[str(large)]["max_rss_mb"] / sizes[str(small)]["max_rss_mb"] if ok else None
     return {
         "small": small,
         "large": large,
+        "accounts": accounts,
         "data_ratio": large / small,
         "sizes": sizes,
         "rss_ratio": ratio,
