@@ -14,17 +14,18 @@ from importlib.metadata import version
 import backoff
 import msgspec
 import requests
-from singer_sdk import Stream, Tap
+from singer_sdk import RESTStream, Stream, Tap
 from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import RetriableAPIError
 from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform
 from singer_sdk.singerlib import ActivateVersionMessage
-from singer_sdk.streams.rest import HTTPRequest, PageContext
+from singer_sdk.streams.rest import PageContext
 from typing_extensions import override
 
 from tap_analytics import state as tap_state
 from tap_analytics import timestamps, transport
 from tap_analytics.errors import APIRequestError, ApiUrlError, RetriesExhaustedError, redactor
+from tap_analytics.page_requests import PageRequests
 from tap_analytics.pagination import Envelope, WindowCursor, decode_envelope
 from tap_analytics.ratelimit import retry_after_seconds
 from tap_analytics.records import RecordConformer
@@ -102,6 +103,8 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         super().__init__(tap)
         self.resources = resources
         self._units: Iterable[ReadUnit] | None = None
+        #: Page requests copied from the first the SDK prepares (_page_request).
+        self._page_requests: PageRequests | None = None
 
     def read_from(self, units: Iterable[ReadUnit]) -> None:
         """Write this run's pages from `units` (its own window first), on the tap's scheduler.
@@ -250,11 +253,21 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         return envelope, timestamps.api_form(server_now)
 
     def _fetch_page(self, cursor: WindowCursor) -> tuple[Envelope, t.Mapping[str, str]]:
-        page = self._fetch(self.get_http_request(page=PageContext(None, cursor)))
+        page = self._fetch(self._page_request(cursor))
         self.stats.count_page()
         return page
 
-    def _fetch(self, http_request: HTTPRequest) -> tuple[Envelope, t.Mapping[str, str]]:
+    def _page_request(self, cursor: WindowCursor) -> requests.PreparedRequest:
+        """The request for the page `cursor` asks for.
+
+        The SDK prepares the first; later ones are copied from it with their own query
+        (page_requests says why). The SDK prepares again while the session holds cookies,
+        which it would send: the API sets none, but something in front of it may.
+        """
+        page_requests = self._page_requests
+        if page_requests is not None and not self.requests_session.cookies:
+            return page_requests.prepare(self.get_url_params(None, cursor))
+        http_request = self.get_http_request(page=PageContext(None, cursor))
         try:
             prepared = self.build_prepared_request(
                 method=http_request.method,
@@ -265,6 +278,19 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         except requests.RequestException as exc:  # an invalid URL or header: nothing was sent
             problem = transport.fatal_exception(exc) or redactor.redact(str(exc))
             raise ApiUrlError(self.name, self.url_base, problem) from None
+        # Copies stand in only for the SDK's own request building: a stream that builds its
+        # requests otherwise keeps the SDK's path.
+        if (
+            page_requests is None
+            and type(self).get_http_request is RESTStream.get_http_request
+            and not self.requests_session.cookies
+        ):
+            self._page_requests = PageRequests.learn(
+                prepared, http_request.url, http_request.params
+            )
+        return prepared
+
+    def _fetch(self, prepared: requests.PreparedRequest) -> tuple[Envelope, t.Mapping[str, str]]:
         try:
             if on_worker():
                 return self._send_with_retries(prepared)
