@@ -21,16 +21,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.singerlib.encoding.simple import Message
 
 
-class _Record(msgspec.Struct, omit_defaults=True):
-    """A RECORD message as msgspec encodes it: the fields in the SDK's order, no null version."""
-
-    type: str
-    stream: str
-    record: dict[str, t.Any]
-    time_extracted: str
-    version: int | None = None
-
-
 class PageWriter(MsgSpecWriter):
     """The SDK's msgspec writer, plus `write_records` for a page of records at once."""
 
@@ -54,13 +44,25 @@ class PageWriter(MsgSpecWriter):
     def write_records(
         self, stream: str, records: list[dict[str, t.Any]], *, version: int | None = None
     ) -> None:
-        """Write one RECORD message per record (of table `version`, if any) in one write."""
-        extracted = timestamps.now().isoformat()
-        self._write_bytes(
-            self._encoder.encode_lines(
-                [_Record("RECORD", stream, record, extracted, version) for record in records]
-            )
-        )
+        """Write one RECORD message per record (of table `version`, if any) in one write.
+
+        The records are encoded in one call and each line wrapped in the message's other
+        fields, which are the same for the whole page: the bytes of a RECORD message with the
+        SDK's field order (type, stream, record, time_extracted, version if any), without
+        building a message object per record.
+        """
+        if not records:
+            return
+        encode = self._encoder.encode
+        head = b'{"type":"RECORD","stream":' + encode(stream) + b',"record":'
+        tail = b',"time_extracted":' + encode(timestamps.now().isoformat())
+        if version is not None:
+            tail += b',"version":' + encode(version)
+        tail += b"}"
+        # A JSON line holds no newline of its own (msgspec escapes those in strings): the
+        # newlines are the record boundaries.
+        lines = self._encoder.encode_lines(records)
+        self._write_bytes(head + lines[:-1].replace(b"\n", tail + b"\n" + head) + tail + b"\n")
 
     def _write_bytes(self, data: bytes) -> None:
         self.bytes_written += len(data)
