@@ -51,9 +51,12 @@ class RecordConformer:
         # Field by field over the page rather than record by record, with C-level lookups
         # (itemgetter): this loop runs for every record the tap reads.
         known = self._known
-        for record in records:
-            if not known.issuperset(record):
-                self._drop_unknown(record)
+        # One C-level pass finds whether any record carries a field the schema does not know;
+        # only then are the records walked one by one.
+        if not all(map(known.issuperset, records)):
+            for record in records:
+                if not known.issuperset(record):
+                    self._drop_unknown(record)
         for name in self._timestamps:
             for record in records:
                 value = record.get(name)
