@@ -26,10 +26,12 @@ PHASE_PROBES = 4
 #: Sharing the key, a client claims this fraction of what it sees left at a time (a few
 #: clients claiming at once stay within it) ...
 CLAIM_DIVISOR = 5
-#: ... and once fewer than this many times its workers are left, one request at a time,
+#: ... and once fewer than this many times its workers are left, one request at a time.
 TAIL_WORKERS = 4
-#: leaving this many for the others' requests it cannot have seen yet.
-TAIL_SPARE = 3
+#: The one client whose answer says this many are left owns the window's last requests: the
+#: others stop there, and it goes on once their last requests have surely arrived (each has
+#: one at most on its way), so that none is left unused; for up to this many clients at once.
+TAIL_OWNER = 4
 
 
 @dataclass
@@ -52,6 +54,7 @@ class _Window:
     probes: int = 0  # phase probes sent into it
     probe_at: float | None = None  # when the next one goes
     probe_out: bool = False  # one is in flight
+    owner_at: float | None = None  # when an answer said TAIL_OWNER were left (see Pacer)
 
 
 class Pacer:
@@ -63,12 +66,16 @@ class Pacer:
       each halving the bracket; the next window's first requests go just after it.
     * Remaining counts the key's budget. What it lost beyond this process's own requests is
       other clients' use; their requests still on the way are guessed from their rate and the
-      age of the news. With no other client in this window or the last, the process takes all
-      the key has left. With some, it sends at the start of a window what it used of the last
+      age of the news. With no other client in the last window, the process opens a window
+      with one request (a job may have started since and taken it) and, alone, takes all the
+      key has left. With others, it sends at the start of a window what it used of the last
       (its own requests over all the key's, the others rounded up), then claims a fifth of what
-      is left on each answer, and near the end one request at a time leaving a few spare, so
-      that uncoordinated jobs on one key stay within it together. In its first window it is
-      as careful, since jobs started with it may not show yet.
+      is left on each answer, and near the end one request at a time, so that uncoordinated
+      jobs on one key stay within it together. The last `TAIL_OWNER` requests of a window
+      belong to the one client whose answer said that many were left (each value of Remaining
+      is in exactly one answer): the others stop there, it waits for their last requests to
+      arrive and then sends the rest, so that no request of the window is left unused. In its
+      first window a process is as careful, since jobs started with it may not show yet.
     * `share` (rate_limit_share) caps this process at that fraction of the limit in every
       window; other jobs are expected to keep to theirs, so it may use its share at once, as
       long as the key (as last seen) has it.
@@ -140,6 +147,8 @@ class Pacer:
             window.end_low, window.end_high = _narrow(window.end_low, window.end_high, low, high)
         if window.remaining is None or remaining <= window.remaining:
             window.remaining, window.lowest_at = int(remaining), now
+            if remaining == TAIL_OWNER and self._in_tail(window, now):
+                window.owner_at = now
         self._see_others(window, self.limit - int(remaining) - window.sent, now)
         if sent_at >= window.claimed_at:
             window.claim, window.claimed_at = self._claim(window, now), now
@@ -169,6 +178,8 @@ class Pacer:
                 return math.inf  # answers may show more left: in-flight requests count once
             if self._settling(window, now):
                 return self._settled(window)  # then what others left may be claimed
+            if window.owner_at is not None and now < self._owns_from(window):
+                return self._owns_from(window)
             return self._end(window) + BOUNDARY_MARGIN
         if window.probe_out:
             return math.inf
@@ -274,6 +285,11 @@ class Pacer:
             return False
         return self._key_left(window, now) < TAIL_WORKERS * self.workers
 
+    def _owns_from(self, window: _Window) -> float:
+        """When the other clients' last requests into the window have surely arrived."""
+        assert window.owner_at is not None
+        return window.owner_at + 2 * self.rtt
+
     def _claim(self, window: _Window, now: float) -> int:
         """Requests the latest answer allows beyond the window's allocation."""
         assert window.remaining is not None
@@ -287,7 +303,9 @@ class Pacer:
         if self._previous and self._settling(window, now):
             left -= max(0, self._previous[1] - window.others)
         if contended and self._in_tail(window, now):
-            return 1 if left > TAIL_SPARE else 0
+            if window.owner_at is not None:
+                return 1 if now >= self._owns_from(window) and left > 0 else 0
+            return 1 if window.remaining > TAIL_OWNER and left > 0 else 0
         return max(0, left // CLAIM_DIVISOR)
 
     def _refresh(self, window: _Window, now: float) -> bool:
@@ -312,6 +330,10 @@ class Pacer:
         sent = max(sum(1 for at in self._sends if at >= opened), self.in_flight)
         if self._previous is None:
             allocation = 0  # the first answer decides (see `_claim`)
+        elif not self._previous[1] and self.share >= 1:
+            # Alone in the last window: one request learns whether a job has started since
+            # (it may have taken the window already), and its answer releases the rest.
+            allocation = 1
         else:
             # At least one, to learn the window from its answer.
             allocation = max(1, min(self.limit // _clients(*self._previous), self._cap()) - sent)
