@@ -106,7 +106,7 @@ FAULTS_LATENCY_MS = 30
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-sized run (< 1 min)")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized run (about 2 min)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("--python", help="interpreter of the contenders (default .venv-bench)")

@@ -43,9 +43,10 @@ MODES = ("clock", "first_request")
 def account_groups(
     setup: Setup, workdir: Path, records: int
 ) -> tuple[list[list[str]], dict[str, Any]]:
-    """The accounts split into the jobs' groups, and the pages every group needs per stream.
+    """The jobs' groups of accounts, the pages one job and each group need, the records.
 
-    Read from an unlimited sandbox with the same data, so the measured ones start untouched.
+    Read from an unlimited sandbox with the same data, so the measured ones start untouched
+    (and are not asked after the run, when their window may have no budget left).
     """
     switches = {"accounts": ACCOUNTS}
     with Sandbox(setup.python, records, 0, workdir, "accounts", switches) as sandbox:
@@ -65,7 +66,11 @@ def account_groups(
             }
             return {name: math.ceil(total / PAGE) for name, total in totals.items()}
 
-        needed = {"all": pages(None), "groups": [pages(group) for group in groups]}
+        needed = {
+            "all": pages(None),
+            "groups": [pages(group) for group in groups],
+            "records": sum(sandbox.expected.values()),
+        }
     return groups, needed
 
 
@@ -125,8 +130,12 @@ def run_regime(
     records: int,
     jobs: list[dict[str, Any]],
     pages: int,
+    expected: int,
 ) -> dict[str, Any]:
-    """Run these jobs at once against a fresh limited sandbox; times, counts and the floor."""
+    """Run these jobs at once against a fresh limited sandbox; times, counts and the floor.
+
+    `expected`: the records the jobs must report together.
+    """
     slug = "".join(c if c.isalnum() else "-" for c in f"{name}-{mode}")
     row: dict[str, Any] = {
         "regime": name,
@@ -142,17 +151,20 @@ def run_regime(
     }
     quiet_wait = OPTIONS["quiet_wait"]
     row["busy_cpus_before"] = wait_for_quiet(quiet_wait) if quiet_wait > 0 else 0.0
-    with Sandbox(setup.python, records, 0, workdir, slug, switches) as sandbox:
-        try:
+    try:
+        with Sandbox(setup.python, records, 0, workdir, slug, switches) as sandbox:
             ended, exits = _jobs_run(setup, workdir, slug, sandbox.url, jobs)
-        except (RuntimeError, OSError) as exc:
-            return {**row, "failed": str(exc)}
-        stats = sandbox.stats()
-        expected = sum(sandbox.expected.values())  # asked after the stats: not counted
+            stats = sandbox.stats()
+    except (RuntimeError, OSError) as exc:  # a hung job, the sandbox gone: the next regime
+        log(f"  FAILED {name}, {mode} windows: {exc}")
+        return {**row, "failed": str(exc)}
     job_records = 0
     for index, (returncode, err_path) in enumerate(exits):
         text = err_path.read_text(errors="replace")
-        summary = run_summary(text.splitlines())
+        try:
+            summary = run_summary(text.splitlines())
+        except ValueError:  # a summary line cut off
+            summary = None
         if returncode != 0 or summary is None:
             log("\n".join(text.splitlines()[-10:]))
             return {**row, "failed": f"job {index} exited with {returncode}"}
@@ -202,7 +214,9 @@ def rate_limits(setup: Setup, records: int, modes: tuple[str, ...]) -> dict[str,
     rows = []
     for mode in modes:
         for name, jobs, pages in regimes:
-            rows.append(run_regime(setup, workdir, name, mode, records, jobs, pages))
+            rows.append(
+                run_regime(setup, workdir, name, mode, records, jobs, pages, needed["records"])
+            )
             log("  " + format_row(rows[-1]))
     return {
         "records_per_resource": records,
