@@ -325,7 +325,10 @@ class Pacer:
         assert self.limit is not None
         old = self.window
         if old is not None:
-            self._previous = (old.sent, old.others)
+            # Others seen at all may have used all this process did not: their requests after
+            # its last answer of the window are not counted in `others`.
+            others = max(old.others, self.limit - old.sent) if old.others else 0
+            self._previous = (old.sent, others)
         # Requests sent since `opened`, or still in flight, may count in this window.
         sent = max(sum(1 for at in self._sends if at >= opened), self.in_flight)
         if self._previous is None:
