@@ -147,7 +147,9 @@ class Pacer:
             window.end_low, window.end_high = _narrow(window.end_low, window.end_high, low, high)
         if window.remaining is None or remaining <= window.remaining:
             window.remaining, window.lowest_at = int(remaining), now
-            if remaining == TAIL_OWNER and self._in_tail(window, now):
+            if remaining == TAIL_OWNER and self._previous and self._in_tail(window, now):
+                # (Not in a first window: jobs started with this one may have many requests
+                # on their way, sent on their first answers.)
                 window.owner_at = now
         self._see_others(window, self.limit - int(remaining) - window.sent, now)
         if sent_at >= window.claimed_at:
