@@ -14,11 +14,15 @@ A page that is slow (a stalled response, a retry backing off) must not stop the 
   (`HEDGE_LATENCY_FACTOR` x its 90th percentile, at least `HEDGE_MIN_SECONDS`), an idle worker
   sends the same request again; the first answer is used and the other dropped. Time spent
   waiting for the rate limiter does not count, and the copy waits for the limiter like any
-  request, so hedges spend only budget the limiter grants. At most one copy per request, and
-  at most `workers // 4` (at least one) copies at once.
+  request, so hedges spend only budget the limiter grants. At most two copies per request (the
+  second once the first is as late: a copy may stall too), and at most `workers // 4` (at
+  least one) copies at once that are still needed.
 * **Lookahead while blocked.** While the page the writer waits on is late (out for more than
   twice the observed latency), every worker may buffer `BLOCKED_PAGES_PER_WORKER` more pages,
   so that the others keep flowing until it arrives.
+* **Fewer in flight when the CPU is the limit** (`concurrency.py`). Against an API faster
+  than the tap, more workers would only compete with the writer for the interpreter lock; a
+  late request does not hold a place.
 
 Memory stays bounded whatever the size of the data: at most
 (`CURRENT_PAGES_PER_WORKER` + `AHEAD_PAGES_PER_WORKER` + 2 x `BLOCKED_PAGES_PER_WORKER`) x
@@ -37,6 +41,7 @@ import typing as t
 from collections import deque
 from dataclasses import dataclass
 
+from tap_analytics.concurrency import InFlightLimit
 from tap_analytics.pagination import Envelope, OverlapChain, Window, WindowCursor
 from tap_analytics.timestamps import epoch, rfc3339
 
@@ -104,7 +109,7 @@ def request_sent() -> None:
         copy.mark(time.monotonic())
 
 
-#: Calls `hedged` makes at most: the request and two copies.
+#: Calls of one request at most, in `hedged` and in the scheduler: the request and two copies.
 HEDGED_CALLS = 3
 
 
@@ -217,7 +222,9 @@ class _Flight:
     #: When the first copy's latest attempt went out; None while it waits for the limiter.
     sent_at: float | None = None
     copies: int = 1
-    hedged: bool = False
+    #: Copies sent so far, and when the latest went out.
+    hedges: int = 0
+    hedged_at: float = 0.0
 
 
 @dataclass(eq=False)
@@ -327,6 +334,7 @@ class StreamReader:
                 scheduler.ready.wait()
                 self.waiting = False
             scheduler.work.notify()  # a buffer slot is free
+            scheduler.in_flight.page_written()
             return self.fetched.pop(index)
 
     def _walk(self, cursor: WindowCursor) -> Envelope:
@@ -476,9 +484,9 @@ class PageScheduler:
         #: Hedged requests: copies sent, and copies that answered first.
         self.hedges = 0
         self.hedges_won = 0
-        self._hedges_out = 0
         self._max_hedges_out = max(1, self.workers // 4)
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.in_flight = InFlightLimit(self.workers)
         self._hedge_after = HEDGE_DEFAULT_SECONDS
         self._late_after = HEDGE_DEFAULT_SECONDS
         self._readers: list[StreamReader] = []
@@ -545,6 +553,19 @@ class PageScheduler:
             self._hedge_after = max(HEDGE_MIN_SECONDS, HEDGE_LATENCY_FACTOR * p90)
             self._late_after = max(BLOCKED_MIN_SECONDS, BLOCKED_LATENCY_FACTOR * p90)
 
+    def _sending(self, now: float) -> tuple[int, float]:
+        """Requests in flight that are not late, and when the next of them turns late.
+
+        A late request (a stall, a retry backing off) does not hold a place: the others go on.
+        """
+        sending, late_at = 0, math.inf
+        for copy in self._active:
+            if copy.sent_at is None or now < copy.sent_at + self._late_after:
+                sending += 1
+                if copy.sent_at is not None:
+                    late_at = min(late_at, copy.sent_at + self._late_after)
+        return sending, late_at
+
     def _next_task(self, now: float) -> tuple[StreamReader, Task, _Copy] | float | None:
         """The most urgent work, or when to look again (None: when something changes).
 
@@ -556,6 +577,10 @@ class PageScheduler:
         hedge, wake_at = self._hedge(now)
         if hedge is not None:
             return hedge
+        sending, late_at = self._sending(now)
+        if sending >= self.in_flight.limit:  # concurrency.py: fewer when bound by the CPU
+            wake_at = min(wake_at, late_at)
+            return None if math.isinf(wake_at) else wake_at
         current = self.current
         extra = 0
         head = current.head_flight() if current is not None else None
@@ -591,7 +616,10 @@ class PageScheduler:
     def _hedge(self, now: float) -> tuple[tuple[StreamReader, Task, _Copy] | None, float]:
         """A copy of a late request to send, if one is due; else when the next one is."""
         wake_at = math.inf
-        if self._hedges_out >= self._max_hedges_out:
+        # A copy nobody needs any more (its request answered) does not count, however long
+        # it stalls.
+        copies_out = sum(1 for c in self._active if not c.primary and not c.superseded())
+        if copies_out >= self._max_hedges_out:
             return None, wake_at
         after = self._hedge_after
         readers = self._readers
@@ -599,16 +627,23 @@ class PageScheduler:
             readers = [self.current, *(r for r in readers if r is not self.current)]
         for reader in readers:
             for task, flight in reader.flights.items():
-                if flight.hedged or flight.sent_at is None:
+                if flight.hedges >= HEDGED_CALLS - 1:
                     continue
-                due = flight.sent_at + after
+                if flight.sent_at is None:
+                    # Queued at the rate limiter: nothing tells the workers when it goes out,
+                    # so they look again within `after` rather than sleep until other news.
+                    wake_at = min(wake_at, now + after)
+                    continue
+                # A copy may stall too (the fault is the server's, not the request's): one
+                # more goes once the latest copy is as late.
+                due = max(flight.sent_at, flight.hedged_at) + after
                 if now < due:
                     wake_at = min(wake_at, due)
                     continue
-                flight.hedged = True
+                flight.hedges += 1
+                flight.hedged_at = now
                 flight.copies += 1
                 self.hedges += 1
-                self._hedges_out += 1
                 return (reader, task, _Copy(reader, task, flight, primary=False)), wake_at
         return None, wake_at
 
@@ -632,7 +667,6 @@ class PageScheduler:
                 _local.copy = None
                 with self.lock:
                     self._active.discard(copy)
-                    if not copy.primary:
-                        self._hedges_out -= 1
+                    self.work.notify()  # a place in flight is free
                     if self._closed:
                         self.idle.notify_all()
