@@ -36,6 +36,7 @@ from tap_analytics.scheduler import (
     StreamReader,
     hedged,
     on_worker,
+    request_backing_off,
     request_queued,
     request_sent,
 )
@@ -380,6 +381,7 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     def backoff_handler(self, details: Details) -> None:
         exc = details.get("exception")
         self.stats.count_retry(exc if isinstance(exc, BaseException) else None)
+        request_backing_off()
         self.logger.warning(
             "stream %s: retrying in %.1f s after %s (attempt %d of %d)",
             self.name,

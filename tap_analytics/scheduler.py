@@ -109,6 +109,20 @@ def request_sent() -> None:
         copy.mark(time.monotonic())
 
 
+def request_backing_off() -> None:
+    """The current worker's request failed and waits to be retried: it is late already.
+
+    So an idle worker sends a copy now rather than once the request's time is far above the
+    run's latency; the first answer still wins, and the retry goes on.
+    """
+    copy: _Copy | None = getattr(_local, "copy", None)
+    if copy is not None:
+        copy.mark(-math.inf)
+        scheduler = copy.reader._scheduler
+        with scheduler.lock:
+            scheduler.work.notify()
+
+
 #: Calls of one request at most, in `hedged` and in the scheduler: the request and two copies.
 HEDGED_CALLS = 3
 
