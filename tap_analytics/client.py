@@ -381,7 +381,11 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     def backoff_handler(self, details: Details) -> None:
         exc = details.get("exception")
         self.stats.count_retry(exc if isinstance(exc, BaseException) else None)
-        request_backing_off()
+        refused = isinstance(exc, RetriableAPIError) and (
+            getattr(exc.response, "status_code", None) == HTTPStatus.TOO_MANY_REQUESTS
+        )
+        if not refused:  # after a 429 every worker waits anyway: a copy would only add one
+            request_backing_off()
         self.logger.warning(
             "stream %s: retrying in %.1f s after %s (attempt %d of %d)",
             self.name,
