@@ -93,7 +93,7 @@ class AccountListing:
         self._scopes: list[tuple[str, ...] | None] = [
             tuple(ids[i : i + MAX_USER_IDS]) for i in range(0, len(ids), MAX_USER_IDS)
         ] or [None]
-        self.visible: set[str] = set()
+        self._visible: set[str] = set()
         self._clocks = self._walk()
 
     def first_page(self) -> str:
@@ -104,7 +104,7 @@ class AccountListing:
         """Read the other pages; return the accounts visible and in scope."""
         for _ in self._clocks:
             pass
-        return self.visible
+        return self._visible
 
     def _walk(self) -> Iterator[str]:
         for accounts in self._scopes:
@@ -116,7 +116,7 @@ class AccountListing:
                 if pages == 0:
                     total = page.paging.total or 0
                     budget = 2 * (1 + math.ceil(total / (self._page_size - 1))) + 2
-                self.visible.update(record["id"] for record in walk.unread(page))
+                self._visible.update(record["id"] for record in walk.unread(page))
                 walk.advance(page)
                 pages += 1
                 yield clock

@@ -41,7 +41,7 @@ from tap_analytics.scheduler import (
     request_sent,
 )
 from tap_analytics.sdk import SeamStream, record_messages
-from tap_analytics.stats import StreamStats
+from tap_analytics.stats import StreamStats, retry_cause
 
 if t.TYPE_CHECKING:
     from tap_analytics.ratelimit import RateLimiter
@@ -380,11 +380,10 @@ class AnalyticsStream(SeamStream[WindowCursor]):
     @override
     def backoff_handler(self, details: Details) -> None:
         exc = details.get("exception")
-        self.stats.count_retry(exc if isinstance(exc, BaseException) else None)
-        refused = isinstance(exc, RetriableAPIError) and (
-            getattr(exc.response, "status_code", None) == HTTPStatus.TOO_MANY_REQUESTS
-        )
-        if not refused:  # after a 429 every worker waits anyway: a copy would only add one
+        failure = exc if isinstance(exc, BaseException) else None
+        self.stats.count_retry(failure)
+        # After a 429 every worker waits anyway: a copy would only spend one more request.
+        if retry_cause(failure) != "rate_limited":
             request_backing_off()
         self.logger.warning(
             "stream %s: retrying in %.1f s after %s (attempt %d of %d)",
