@@ -176,7 +176,9 @@ class AnalyticsStream(SeamStream[WindowCursor]):
             # more than parsing the page; they are read once here instead.
             session.proxies = requests.utils.get_environ_proxies(self.url_base)
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            session.verify = bundle or True
+            # Only TLS reads the bundle; requests looks the path up on every send regardless.
+            if bundle and self.url_base.lower().startswith("https:"):
+                session.verify = bundle
             session.trust_env = False
         return session
 
@@ -320,24 +322,35 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         try:
             # Redirects are not followed: validate_response refuses them (transport says why).
             response = self.requests_session.send(
-                prepared, timeout=self.request_timeout, allow_redirects=False
+                prepared, timeout=self.request_timeout, allow_redirects=False, stream=True
             )
         except transport.SEND_ERRORS as exc:
             limiter.release(None)
-            if problem := transport.fatal_exception(exc):
-                raise ApiUrlError(self.name, self.url_base, problem) from None
-            # requests puts the full URL, query string and key included, into its messages.
-            raise type(exc)(redactor.redact(str(exc))) from None
+            raise self._send_error(exc) from None
         limiter.release(response.headers)
-        self.validate_response(response)
+        with response:  # an error answer's connection is closed unless its body was read
+            self.validate_response(response)
+            try:
+                body = transport.read_body(response)
+            except requests.RequestException as exc:
+                raise self._send_error(exc) from None
+        if problem := transport.not_json(response, body):
+            raise ApiUrlError(self.name, self.url_base, problem)
         try:
-            return decode_envelope(response.content), response.headers
+            return decode_envelope(body), response.headers
         except msgspec.ValidationError as exc:  # JSON, whole, but not a list response
             problem = transport.not_an_envelope(response.status_code, str(exc))
             raise ApiUrlError(self.name, self.url_base, problem) from None
         except msgspec.DecodeError:
             msg = f"HTTP {response.status_code} with a malformed JSON body (cut off?)"
             raise RetriableAPIError(msg, response) from None
+
+    def _send_error(self, exc: Exception) -> Exception:
+        """What to raise for a failed send or read: fatal ones as such, the rest retried."""
+        if problem := transport.fatal_exception(exc):
+            return ApiUrlError(self.name, self.url_base, problem)
+        # requests puts the full URL, query string and key included, into its messages.
+        return type(exc)(redactor.redact(str(exc)))
 
     @override
     def validate_response(self, response: requests.Response) -> None:
