@@ -20,6 +20,9 @@ A page that is slow (a stalled response, a retry backing off) must not stop the 
 * **Lookahead while blocked.** While the page the writer waits on is late (out for more than
   twice the observed latency), every worker may buffer `BLOCKED_PAGES_PER_WORKER` more pages,
   so that the others keep flowing until it arrives.
+* **Late requests give up their place.** A request backing off or stalled no longer counts
+  as in flight, and a spare thread (`THREADS_PER_WORKER`) sends the next one meanwhile: a
+  worker's thread sleeping through a retry's backoff cost a fault a worker's share of the run.
 * **Fewer in flight when the CPU is the limit** (`concurrency.py`). Against an API faster
   than the tap, more workers would only compete with the writer for the interpreter lock; a
   late request does not hold a place.
@@ -27,7 +30,7 @@ A page that is slow (a stalled response, a retry backing off) must not stop the 
 Memory stays bounded whatever the size of the data: at most
 (`CURRENT_PAGES_PER_WORKER` + `AHEAD_PAGES_PER_WORKER` + 2 x `BLOCKED_PAGES_PER_WORKER`) x
 workers pages wait for the writer (64 pages of 100 records with the default 8 workers), plus
-one page per worker and per hedge in flight.
+one page per thread in flight (`THREADS_PER_WORKER` x workers).
 """
 
 from __future__ import annotations
@@ -56,11 +59,14 @@ if t.TYPE_CHECKING:
 CURRENT_PAGES_PER_WORKER = 2
 AHEAD_PAGES_PER_WORKER = 2
 BLOCKED_PAGES_PER_WORKER = 2
+#: Threads per worker: a thread whose request is late (a retry backing off, a stall) keeps it
+#: until it ends, and no longer counts as in flight, so the others take its place.
+THREADS_PER_WORKER = 2
 #: A request out longer than this many times the 90th percentile of the run's latency (and at
 #: least HEDGE_MIN_SECONDS) is sent again; before LATENCY_SAMPLES_NEEDED answers, after
 #: HEDGE_DEFAULT_SECONDS.
 HEDGE_LATENCY_FACTOR = 4.0
-HEDGE_MIN_SECONDS = 0.25
+HEDGE_MIN_SECONDS = 0.15
 HEDGE_DEFAULT_SECONDS = 1.0
 LATENCY_SAMPLES_NEEDED = 8
 #: Answers the latency percentiles are taken over (the most recent).
@@ -507,7 +513,7 @@ class PageScheduler:
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"tap-analytics-fetch-{n}", daemon=True)
-            for n in range(self.workers)
+            for n in range(self.workers * THREADS_PER_WORKER)
         ]
 
     def __enter__(self) -> PageScheduler:

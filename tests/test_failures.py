@@ -58,6 +58,23 @@ def hedges(run: TapRun) -> int:
     return sum(map(int, found)) + run.stderr.count("outside the page scheduler is slow")
 
 
+def copies_won(run: TapRun) -> int:
+    """Requests sent again whose copy answered first (what the tap's log says)."""
+    return sum(map(int, re.findall(r"the copy answered first (\d+) times", run.stderr)))
+
+
+def test_a_failed_request_is_sent_again_while_it_backs_off(
+    start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
+) -> None:
+    """One worker: while its request waits out a retry's backoff, a spare thread sends it
+    again at once, and that copy's answer is used (one thread would sleep through it)."""
+    server = start_sandbox(records_per_resource=120, fault_rate=0.3, faults=("500",))
+    run = run_tap(tap_config(server, max_concurrency=1), tmp_path)
+    assert_complete(run, server)
+    assert server.stats()["faults"]["500"] > 0
+    assert copies_won(run) > 0
+
+
 def test_a_stalled_response_is_not_waited_for(
     start_sandbox: t.Callable[..., SandboxServer], tmp_path: Path
 ) -> None:
