@@ -395,8 +395,11 @@ class AnalyticsStream(SeamStream[WindowCursor]):
         exc = details.get("exception")
         failure = exc if isinstance(exc, BaseException) else None
         self.stats.count_retry(failure)
-        # After a 429 every worker waits anyway: a copy would only spend one more request.
-        if retry_cause(failure) != "rate_limited":
+        if retry_cause(failure) == "rate_limited":
+            # It waits out Retry-After, as every worker does: that is not latency, and a copy
+            # sent meanwhile would only spend one more request of the window.
+            request_queued()
+        else:
             request_backing_off()
         self.logger.warning(
             "stream %s: retrying in %.1f s after %s (attempt %d of %d)",

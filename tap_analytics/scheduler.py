@@ -68,6 +68,8 @@ THREADS_PER_WORKER = 2
 HEDGE_LATENCY_FACTOR = 4.0
 HEDGE_MIN_SECONDS = 0.15
 HEDGE_DEFAULT_SECONDS = 1.0
+#: ... and while requests wait for the rate limiter, not before this many seconds.
+HEDGE_RATE_BOUND_SECONDS = 3.0
 LATENCY_SAMPLES_NEEDED = 8
 #: Answers the latency percentiles are taken over (the most recent).
 LATENCY_WINDOW = 128
@@ -97,9 +99,9 @@ class Superseded(BaseException):
 def request_queued() -> None:
     """The current worker's request waits for the rate limiter: that is not latency.
 
-    The stream calls it before asking the limiter for each attempt, and request_sent once
-    allowed; outside a scheduler's worker both do nothing. Raises Superseded when the other
-    copy of the request has answered.
+    The stream calls it before asking the limiter for each attempt (and after a 429, while
+    Retry-After holds), and request_sent once allowed; outside a scheduler's worker both do
+    nothing. Raises Superseded when the other copy of the request has answered.
     """
     copy: _Copy | None = getattr(_local, "copy", None)
     if copy is not None:
@@ -643,6 +645,10 @@ class PageScheduler:
             return None, wake_at
         after = self._hedge_after
         readers = self._readers
+        if any(f.sent_at is None for r in readers for f in r.flights.values()):
+            # Requests wait for the rate limit: a copy would take a place in its budget from
+            # a page, so only one far later than usual is worth it.
+            after = max(after, HEDGE_RATE_BOUND_SECONDS)
         if self.current in readers:  # its requests hold up the writer soonest
             readers = [self.current, *(r for r in readers if r is not self.current)]
         for reader in readers:
