@@ -161,10 +161,11 @@ class TapAnalytics(SeamTap):
             th.IntegerType(minimum=1, maximum=64),
             default=8,
             title="Maximum concurrency",
-            description="Requests in flight at once, across all streams (while the accounts "
-            "listing is read, one more). It sets how many slow responses overlap, not the "
-            "request rate: the tap paces itself to the API's rate limit (see "
-            "rate_limit_share).",
+            description="Requests in flight at once, across all streams, not counting late "
+            "ones (a stalled response, a retry backing off: up to as many more may then be "
+            "open; while the accounts listing is read, one more). It sets how many slow "
+            "responses overlap, not the request rate: the tap paces itself to the API's rate "
+            "limit (see rate_limit_share).",
         ),
         th.Property(
             "rate_limit_share",
