@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -430,6 +431,30 @@ def test_mutate_every_nth_list_request(fresh, http):
     stats = fresh.stats()
     assert stats["list_requests"] == 5
     assert stats["mutations"] == 2
+
+
+def test_a_request_stalled_across_stopping_the_changes_changes_nothing(fresh, http, monkeypatch):
+    """configure(mutate_every=0) holds for requests already in progress (the soak relies on it)."""
+    in_stall, release = threading.Event(), threading.Event()
+
+    def stall_until_released(self: SandboxApi, config: SandboxConfig) -> float:
+        in_stall.set()
+        release.wait(10)
+        return 0.0
+
+    monkeypatch.setattr(SandboxApi, "_stall_seconds", stall_until_released)
+    fresh.configure(
+        mutate_every=1, mutate_updates=3, fault_rate=1.0, faults=("stall",), stall_seconds=1
+    )
+    before = fresh.snapshot()
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(get, http, fresh, "/v1/media")
+        assert in_stall.wait(10)
+        fresh.configure(mutate_every=0)
+        release.set()
+        assert stalled.result().status_code == 200
+    assert fresh.stats()["mutations"] == 0
+    assert fresh.snapshot() == before
 
 
 def test_admin_endpoints(fresh, http):

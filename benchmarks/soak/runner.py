@@ -158,6 +158,9 @@ def soak(options: argparse.Namespace) -> dict[str, t.Any]:
         server.close()
 
     problems = _problems(streams, [first, second], options.run_timeout)
+    if stats2.get("mutations", 0) != stats1.get("mutations", 0):
+        # The check takes run 2 to read a still snapshot; a change during it voids the verdict.
+        problems.append("the sandbox's data changed during run 2: the check does not hold")
     return {
         "complete": not problems,
         "problems": problems,

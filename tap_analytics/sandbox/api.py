@@ -450,8 +450,13 @@ class SandboxApi:
     ) -> tuple[list[Row], dict[str, int]]:
         """The rows of a list request and its paging, mutating the data first when it is due."""
         served = self.stats.add("list_requests")
-        if config.mutate_every and served % config.mutate_every == 0:
-            self.mutate(config.mutate_updates, config.mutate_inserts, config.mutate_deletes)
+        # The switches in force now, not those the request arrived with: a request that stalled
+        # across configure(mutate_every=0) must not change the data after it (the lock orders
+        # the two), or a caller that stopped the changes would see one land later.
+        with self._lock:
+            now = self._config
+            if now.mutate_every and served % now.mutate_every == 0:
+                self.mutate(now.mutate_updates, now.mutate_inserts, now.mutate_deletes)
         dataset = self.dataset
         accounts = None
         hidden = {dataset.ids.account_slot(account_id) for account_id in config.hidden_user_ids}
