@@ -30,7 +30,9 @@ def venv_python(explicit: str | None) -> Path:
 
     Not the development venv: its test packages (jsonschema's optional format checkers among
     them) add about 0.1 s to every start of any singer-sdk tap, which users do not pay.
-    The install is editable, so the contenders run the working tree.
+    The working tree is installed as a wheel at every run, not editable: users run compiled
+    modules, and an editable tap_analytics is compiled afresh at every start wherever
+    PYTHONDONTWRITEBYTECODE is set (about 0.05 s).
     """
     if explicit:
         return Path(explicit)
@@ -39,7 +41,7 @@ def venv_python(explicit: str | None) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(RUNTIME_VENV)], check=True)
     log(f"installing the tap into {RUNTIME_VENV} (runtime dependencies only)")
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", str(REPO)],
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
         capture_output=True,
         text=True,
     )
