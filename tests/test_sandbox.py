@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from tap_analytics.sandbox import (
     SandboxServer,
 )
 from tap_analytics.sandbox.api import SandboxApi
+from tap_analytics.sandbox.server import _HttpServer
 from tap_analytics.timestamps import epoch
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000")
@@ -455,6 +457,23 @@ def test_a_request_stalled_across_stopping_the_changes_changes_nothing(fresh, ht
         assert stalled.result().status_code == 200
     assert fresh.stats()["mutations"] == 0
     assert fresh.snapshot() == before
+
+
+def test_a_burst_of_new_connections_is_queued_not_dropped():
+    """Connections the server has yet to accept wait in its listen queue.
+
+    With socketserver's backlog of 5, the kernel drops a burst's SYNs: three jobs of 8
+    workers starting together then see requests arrive a second late, on the retransmit.
+    """
+    server = _HttpServer(("127.0.0.1", 0), SandboxApi(SandboxConfig(records_per_resource=1)))
+    clients: list[socket.socket] = []
+    try:  # the server does not accept yet: every connection must fit in the queue
+        for _ in range(3 * 2 * 8):
+            clients.append(socket.create_connection(server.server_address[:2], timeout=5))
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
 
 
 def test_admin_endpoints(fresh, http):

@@ -31,6 +31,11 @@ class _HttpServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that knows its API and its open connections (to close them)."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of new connections (three jobs of 8
+    # workers starting together) overflows it, the kernel drops their SYNs, and each such
+    # request arrives a second late, on the client's retransmit, where an API's servers
+    # would have queued it. Listen as they do (the kernel caps it at net.core.somaxconn).
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], api: SandboxApi) -> None:
         self.api = api
