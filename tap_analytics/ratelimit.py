@@ -32,6 +32,13 @@ TAIL_WORKERS = 4
 #: others stop there, and it goes on once their last requests have surely arrived (each has
 #: one at most on its way), so that none is left unused; for up to this many clients at once.
 TAIL_OWNER = 4
+#: ... but for this many: a client acting on old news (see `Pacer._renew`) may send one
+#: request into the tail without knowing it has an owner, and it must not be refused.
+TAIL_RESERVE = 2
+#: News of the key older than this many recent round trips (plus the slack, in seconds, for
+#: the machine's scheduling) is stale: a client that waits on it sends one request to renew it.
+STALE_ROUND_TRIPS = 2
+STALE_SLACK = 0.02
 
 
 @dataclass
@@ -74,8 +81,10 @@ class Pacer:
       jobs on one key stay within it together. The last `TAIL_OWNER` requests of a window
       belong to the one client whose answer said that many were left (each value of Remaining
       is in exactly one answer): the others stop there, it waits for their last requests to
-      arrive and then sends the rest, so that no request of the window is left unused. In its
-      first window a process is as careful, since jobs started with it may not show yet.
+      arrive and then sends the rest but `TAIL_RESERVE`, so that the window is used without a
+      refusal. In its first window a process is as careful, since jobs started with it may not
+      show yet. A process that waits on its guess of the others' requests while its news
+      grows old sends one request to renew it (they may all be waiting on such guesses).
     * `share` (rate_limit_share) caps this process at that fraction of the limit in every
       window; other jobs are expected to keep to theirs, so it may use its share at once, as
       long as the key (as last seen) has it.
@@ -173,8 +182,11 @@ class Pacer:
         if now >= self._end(window) + BOUNDARY_MARGIN:
             window = self._roll(now)
         left = self._left(window, now)
-        if left <= 0 and not self.in_flight and self._refresh(window, now):
-            left = self._left(window, now)
+        if left <= 0 and not self.in_flight:
+            if self._refresh(window, now):
+                left = self._left(window, now)
+            elif self._renew(window, now):
+                left = 1  # whatever the guess of others' requests on the way
         if left <= 0:
             if self.in_flight and not window.exhausted and window.sent < self._cap():
                 return math.inf  # answers may show more left: in-flight requests count once
@@ -182,7 +194,9 @@ class Pacer:
                 return self._settled(window)  # then what others left may be claimed
             if window.owner_at is not None and now < self._owns_from(window):
                 return self._owns_from(window)
-            return self._end(window) + BOUNDARY_MARGIN
+            end = self._end(window) + BOUNDARY_MARGIN
+            stale_at = self._stale_at(window)
+            return stale_at if now < stale_at < end and self._may_refresh_stale(window) else end
         if window.probe_out:
             return math.inf
         if self.in_flight and self._in_tail(window, now):
@@ -306,7 +320,7 @@ class Pacer:
             left -= max(0, self._previous[1] - window.others)
         if contended and self._in_tail(window, now):
             if window.owner_at is not None:
-                return 1 if now >= self._owns_from(window) and left > 0 else 0
+                return 1 if now >= self._owns_from(window) and left > TAIL_RESERVE else 0
             return 1 if window.remaining > TAIL_OWNER and left > 0 else 0
         return max(0, left // CLAIM_DIVISOR)
 
@@ -321,6 +335,32 @@ class Pacer:
             return False
         window.claim, window.claimed_at = 1, now
         return True
+
+    def _renew(self, window: _Window, now: float) -> bool:
+        """With nothing in flight, allow one request to renew stale news (see `_stale_at`)."""
+        if window.remaining is None or window.exhausted or now < self._stale_at(window):
+            return False
+        return self._may_refresh_stale(window)
+
+    def _stale_at(self, window: _Window) -> float:
+        """When the key's last news is too old to say what other clients are still sending.
+
+        Until then, their requests on the way are guessed from their rate over the news's
+        age, which keeps growing while no answer comes: clients that all wait on that guess
+        would leave the rest of the window unused.
+        """
+        return window.lowest_at + STALE_ROUND_TRIPS * self.rtt + STALE_SLACK
+
+    def _may_refresh_stale(self, window: _Window) -> bool:
+        """Whether one request may go on old news: the key had plenty left, none owns the tail.
+
+        (Others stop where the key has `TAIL_OWNER` left; a few such requests at once stay
+        within what the tail's owner needs.)
+        """
+        assert window.remaining is not None
+        if self.share < 1:
+            return False  # a fixed split: other jobs keep to their shares, this one to its own
+        return window.owner_at is None and window.remaining > 2 * TAIL_OWNER
 
     def _roll(self, opened: float) -> _Window:
         """Begin the key's next window here, with what may go before its first answer."""
