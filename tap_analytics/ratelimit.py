@@ -354,8 +354,8 @@ class Pacer:
     def _may_refresh_stale(self, window: _Window) -> bool:
         """Whether one request may go on old news: the key had plenty left, none owns the tail.
 
-        (Others stop where the key has `TAIL_OWNER` left; a few such requests at once stay
-        within what the tail's owner needs.)
+        (The key may have been spent since down to its tail, and the tail's owner leaves
+        `TAIL_RESERVE` of it: one such request from each of up to that many other clients.)
         """
         assert window.remaining is not None
         if self.share < 1:
