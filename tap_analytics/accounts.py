@@ -39,6 +39,19 @@ if t.TYPE_CHECKING:
 MAX_USER_IDS = 50
 
 
+class SortedIds(tuple[str, ...]):
+    """A group's account ids as STATE lists them, sorted once.
+
+    Immutable, so a copy of the state shares it: the SDK's StateWriter deep-copies every
+    STATE it writes (to skip the next if equal), which otherwise copied every id each time.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SortedIds:
+        return self
+
+
 @dataclass
 class Backfill:
     """One stream read for some accounts from `updated_since` (its progress) to the bookmark."""
@@ -158,7 +171,7 @@ class AccountLedger:
         self._own = own_state
         # Coverage is O(accounts) and most streams cover the same ones: equal sets are one
         # object (`_shared`), and each is sorted for STATE once (`_listed`).
-        self._listed: dict[frozenset[str], list[str]] = {}
+        self._listed: dict[frozenset[str], SortedIds] = {}
         self.coverage: dict[str, frozenset[str]] = {}
         for group in own_state.get("accounts", []):
             ids = self._shared(frozenset(group["ids"]))
@@ -239,7 +252,7 @@ class AccountLedger:
         groups: dict[frozenset[str], list[str]] = {}
         for stream, ids in sorted(self.coverage.items()):
             groups.setdefault(ids, []).append(stream)
-        self._listed = {ids: self._listed.get(ids) or sorted(ids) for ids in groups}
+        self._listed = {ids: self._listed.get(ids) or SortedIds(sorted(ids)) for ids in groups}
         self._own["accounts"] = [
             {"streams": streams, "ids": self._listed[ids]} for ids, streams in groups.items()
         ]

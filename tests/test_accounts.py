@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
@@ -20,7 +21,7 @@ from taprun import (
     tap_config,
 )
 
-from tap_analytics.accounts import HeldState
+from tap_analytics.accounts import AccountLedger, HeldState
 from tap_analytics.sandbox import NO_LIFETIME_KEY
 
 if t.TYPE_CHECKING:
@@ -295,3 +296,19 @@ def test_state_waits_for_the_account_listing_and_is_never_written_after_it_faile
     held.write_state({"n": 4})
     assert sink.written == [{"n": 0}, {"n": 2}, {"n": 3}]
     assert planned == [1]
+
+
+def test_copies_of_the_state_share_the_account_ids_and_it_still_encodes_as_json() -> None:
+    """The SDK's StateWriter deep-copies every STATE it writes: the ids, O(accounts), are one
+    immutable object that a copy shares rather than copies id by id."""
+    own: dict[str, t.Any] = {}
+    ledger = AccountLedger(own)
+    accounts = frozenset(f"1784140000000{n:04d}" for n in range(150))
+    for stream in ("media", "users"):
+        ledger.cover(stream, accounts)
+    copied = copy.deepcopy(own)
+    assert copied["accounts"][0]["ids"] is own["accounts"][0]["ids"]
+    assert json.loads(json.dumps(own)) == {
+        "accounts": [{"streams": ["media", "users"], "ids": sorted(accounts)}],
+        "backfills": {},
+    }
