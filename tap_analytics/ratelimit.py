@@ -195,8 +195,8 @@ class Pacer:
             if window.owner_at is not None and now < self._owns_from(window):
                 return self._owns_from(window)
             end = self._end(window) + BOUNDARY_MARGIN
-            stale_at = self._stale_at(window)
-            return stale_at if now < stale_at < end and self._may_refresh_stale(window) else end
+            renew_at = self._renew_at(window)
+            return renew_at if renew_at is not None and now < renew_at < end else end
         if window.probe_out:
             return math.inf
         if self.in_flight and self._in_tail(window, now):
@@ -337,30 +337,25 @@ class Pacer:
         return True
 
     def _renew(self, window: _Window, now: float) -> bool:
-        """With nothing in flight, allow one request to renew stale news (see `_stale_at`)."""
-        if window.remaining is None or window.exhausted or now < self._stale_at(window):
-            return False
-        return self._may_refresh_stale(window)
+        """With nothing in flight, allow one request to renew stale news (see `_renew_at`)."""
+        renew_at = self._renew_at(window)
+        return renew_at is not None and now >= renew_at
 
-    def _stale_at(self, window: _Window) -> float:
-        """When the key's last news is too old to say what other clients are still sending.
+    def _renew_at(self, window: _Window) -> float | None:
+        """When one request may go on the key's last news, grown too old; None: never.
 
-        Until then, their requests on the way are guessed from their rate over the news's
-        age, which keeps growing while no answer comes: clients that all wait on that guess
-        would leave the rest of the window unused.
+        Until then, other clients' requests on the way are guessed from their rate over the
+        news's age, which keeps growing while no answer comes: clients that all wait on that
+        guess would leave the rest of the window unused. Only while the key had plenty left
+        and no one owns the tail: it may have been spent since down to its tail, and the
+        tail's owner leaves `TAIL_RESERVE` of it, one such request from each of up to that
+        many other clients. Never with a share: other jobs keep to theirs, this one to its own.
         """
+        if self.share < 1 or window.remaining is None or window.exhausted:
+            return None
+        if window.owner_at is not None or window.remaining <= 2 * TAIL_OWNER:
+            return None
         return window.lowest_at + STALE_ROUND_TRIPS * self.rtt + STALE_SLACK
-
-    def _may_refresh_stale(self, window: _Window) -> bool:
-        """Whether one request may go on old news: the key had plenty left, none owns the tail.
-
-        (The key may have been spent since down to its tail, and the tail's owner leaves
-        `TAIL_RESERVE` of it: one such request from each of up to that many other clients.)
-        """
-        assert window.remaining is not None
-        if self.share < 1:
-            return False  # a fixed split: other jobs keep to their shares, this one to its own
-        return window.owner_at is None and window.remaining > 2 * TAIL_OWNER
 
     def _roll(self, opened: float) -> _Window:
         """Begin the key's next window here, with what may go before its first answer."""
