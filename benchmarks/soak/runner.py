@@ -157,10 +157,8 @@ def soak(options: argparse.Namespace) -> dict[str, t.Any]:
     finally:
         server.close()
 
-    problems = _problems(streams, [first, second], options.run_timeout)
-    if stats2.get("mutations", 0) != stats1.get("mutations", 0):
-        # The check takes run 2 to read a still snapshot; a change during it voids the verdict.
-        problems.append("the sandbox's data changed during run 2: the check does not hold")
+    changed_in_run2 = stats2.get("mutations", 0) != stats1.get("mutations", 0)
+    problems = _problems(streams, [first, second], options.run_timeout, changed_in_run2)
     return {
         "complete": not problems,
         "problems": problems,
@@ -181,11 +179,16 @@ def soak(options: argparse.Namespace) -> dict[str, t.Any]:
     }
 
 
-def _problems(streams: dict[str, t.Any], runs: list[TapRun], run_timeout: float) -> list[str]:
-    """What makes the soak incomplete: records lost or stale, runs that failed."""
+def _problems(
+    streams: dict[str, t.Any], runs: list[TapRun], run_timeout: float, changed_in_run2: bool
+) -> list[str]:
+    """What makes the soak incomplete: records lost or stale, runs that failed, or data that
+    changed during run 2 (the check takes run 2 to read a still snapshot)."""
     missing = sum(s["missing"] for s in streams.values())
     stale = sum(s["stale"] for s in streams.values())
     problems = []
+    if changed_in_run2:
+        problems.append("the sandbox's data changed during run 2: the check does not hold")
     if missing:
         problems.append(f"{missing} records of the final snapshot never emitted")
     if stale:

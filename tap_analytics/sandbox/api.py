@@ -454,9 +454,9 @@ class SandboxApi:
         # across configure(mutate_every=0) must not change the data after it (the lock orders
         # the two), or a caller that stopped the changes would see one land later.
         with self._lock:
-            now = self._config
-            if now.mutate_every and served % now.mutate_every == 0:
-                self.mutate(now.mutate_updates, now.mutate_inserts, now.mutate_deletes)
+            current = self._config
+            if current.mutate_every and served % current.mutate_every == 0:
+                self.mutate(current.mutate_updates, current.mutate_inserts, current.mutate_deletes)
         dataset = self.dataset
         accounts = None
         hidden = {dataset.ids.account_slot(account_id) for account_id in config.hidden_user_ids}
