@@ -230,8 +230,6 @@ class Pacer:
         own_left = window.allocation + window.claim
         if self._previous and window.remaining is not None and not self._contended(window, now):
             own_left = key_left  # alone in this window and the last: no one to leave any for
-        if self.share < 1:
-            own_left = min(own_left, self._cap() - window.sent)
         return min(own_left, key_left)
 
     def _key_left(self, window: _Window, now: float) -> int:

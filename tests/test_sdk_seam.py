@@ -159,6 +159,17 @@ def test_a_changed_signature_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sdk.contract_problems() == ["Tap.sync_all: expected a method taking no arguments"]
 
 
+def test_a_final_method_that_no_longer_calls_the_override_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sync(self: Stream, context: t.Any = None) -> None:
+        self.write_schema_message()
+
+    monkeypatch.setattr(Stream, "sync", sync)
+    expected = "Stream.sync: expected calls self._sync_records(context=...)"
+    assert sdk.contract_problems() == [expected]
+
+
 def test_the_seam_overrides_what_the_sdk_calls() -> None:
     # The page path only runs if the SDK still calls these from its final methods.
     assert "self._sync_records(" in inspect.getsource(Stream.sync)
