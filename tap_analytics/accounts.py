@@ -19,21 +19,19 @@ STATE stays compact: streams that cover the same accounts share one list of ids.
 
 from __future__ import annotations
 
-import math
 import typing as t
 from dataclasses import dataclass
 
 from tap_analytics import timestamps
-from tap_analytics.pagination import KeysetPaginator, Window, WindowCursor
+from tap_analytics.pagination import Window
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable
     from concurrent.futures import Future
 
     from singer_sdk.helpers.types import TapState
 
     from tap_analytics.client import StateSink
-    from tap_analytics.pagination import Envelope
 
 #: The API's `user_id` filter takes at most this many accounts.
 MAX_USER_IDS = 50
@@ -78,61 +76,6 @@ class Backfill:
     def from_state(cls, stream: str, saved: t.Mapping[str, t.Any]) -> Backfill:
         """A backfill STATE kept, resumed where it had come."""
         return cls(stream, tuple(saved["ids"]), saved["updated_since"], saved["updated_until"])
-
-
-class AccountListing:
-    """The accounts in the job's scope that the key sees, from `/v1/users`; the API's clock.
-
-    With `user_ids`, the accounts of each 50 of them (the API lists only those the key may
-    see); without, every account. A keyset walk with no upper bound reads them: an account
-    changed meanwhile moves ahead of it and is still read. Should the accounts change faster
-    than the walk reads (it stops after twice the pages the first answer calls for), those
-    it did not reach count as unseen: they are backfilled again by a later run, never lost.
-
-    The first page is read alone (`first_page`), so that an `api_url` that is not the API or
-    a rejected key ends the run after one request; the rest (`rest`) may be read meanwhile
-    streams read their windows, which do not depend on it.
-    """
-
-    def __init__(
-        self,
-        fetch: Callable[[WindowCursor], tuple[Envelope, str]],
-        page_size: int,
-        user_ids: Iterable[str] | None,
-    ) -> None:
-        self._fetch = fetch
-        self._page_size = page_size
-        ids = sorted(set(user_ids or ()))
-        self._scopes: list[tuple[str, ...] | None] = [
-            tuple(ids[i : i + MAX_USER_IDS]) for i in range(0, len(ids), MAX_USER_IDS)
-        ] or [None]
-        self._visible: set[str] = set()
-        self._clocks = self._walk()
-
-    def first_page(self) -> str:
-        """Read the first page; return the API's clock when it answered."""
-        return next(self._clocks)
-
-    def rest(self) -> set[str]:
-        """Read the other pages; return the accounts visible and in scope."""
-        for _ in self._clocks:
-            pass
-        return self._visible
-
-    def _walk(self) -> Iterator[str]:
-        for accounts in self._scopes:
-            walk = KeysetPaginator(None, None, max(self._page_size, 2), accounts)
-            pages = 0
-            budget = 1
-            while not walk.finished and pages < budget:
-                page, clock = self._fetch(walk.current_value)
-                if pages == 0:
-                    total = page.paging.total or 0
-                    budget = 2 * (1 + math.ceil(total / (self._page_size - 1))) + 2
-                self._visible.update(record["id"] for record in walk.unread(page))
-                walk.advance(page)
-                pages += 1
-                yield clock
 
 
 class HeldState:

@@ -27,6 +27,7 @@ from tap_analytics import state as tap_state
 from tap_analytics.accounts import MAX_USER_IDS, AccountLedger, HeldState
 from tap_analytics.client import AnalyticsStream, ReadUnit
 from tap_analytics.errors import AnalyticsError, APIRequestError, redactor
+from tap_analytics.listing import AccountListing
 from tap_analytics.ratelimit import RateLimiter
 from tap_analytics.scheduler import PageScheduler
 from tap_analytics.sdk import SeamTap, check_contract
@@ -163,9 +164,9 @@ class TapAnalytics(SeamTap):
             title="Maximum concurrency",
             description="Requests in flight at once, across all streams, not counting late "
             "ones (a stalled response, a retry backing off: up to as many more may then be "
-            "open; while the accounts listing is read, one more). It sets how many slow "
-            "responses overlap, not the request rate: the tap paces itself to the API's rate "
-            "limit (see rate_limit_share).",
+            "open; while the accounts listing is read, a quarter more, one at least). It sets "
+            "how many slow responses overlap, not the request rate: the tap paces itself to "
+            "the API's rate limit (see rate_limit_share).",
         ),
         th.Property(
             "rate_limit_share",
@@ -311,8 +312,11 @@ class TapAnalytics(SeamTap):
         """
         users = self.streams["users"]
         assert isinstance(users, AnalyticsStream)
-        listing = accounts.AccountListing(
-            users.fetch_page_and_clock, users.page_size, self.config.get("user_ids")
+        listing = AccountListing(
+            users.fetch_page_and_clock,
+            users.page_size,
+            self.config.get("user_ids"),
+            self.max_concurrency,
         )
         clock = listing.first_page()
         visible: Future[frozenset[str]] = Future()
