@@ -108,6 +108,7 @@ def request_queued() -> None:
         if copy.superseded():
             raise Superseded
         copy.mark(None)
+    _mark_call(None)
 
 
 def request_sent() -> None:
@@ -115,6 +116,7 @@ def request_sent() -> None:
     copy: _Copy | None = getattr(_local, "copy", None)
     if copy is not None:
         copy.mark(time.monotonic())
+    _mark_call(time.monotonic())
 
 
 def request_backing_off() -> None:
@@ -129,6 +131,7 @@ def request_backing_off() -> None:
         scheduler = copy.reader._scheduler
         with scheduler.lock:
             scheduler.work.notify()
+    _mark_call(-math.inf)
 
 
 #: Calls of one request at most, in `hedged` and in the scheduler: the request and two copies.
@@ -140,38 +143,67 @@ def on_worker() -> bool:
     return getattr(_local, "copy", None) is not None
 
 
+@dataclass
+class _Call:
+    """One call of `hedged`: when its latest attempt went out (None: it waits for the limiter)."""
+
+    sent_at: float | None
+
+
+def _mark_call(sent_at: float | None) -> None:
+    call: _Call | None = getattr(_local, "call", None)
+    if call is not None:
+        call.sent_at = sent_at
+
+
 def hedged(send: Callable[[], R], copy: Callable[[], R], after: float) -> R:
-    """`send()`, and `copy()` too each time no call has answered for `after` seconds.
+    """`send()`, and `copy()` too each time the latest call has been out `after` seconds.
 
     Each runs in a thread of its own; the first answer wins, an error only once every call has
     failed. For the requests made outside the scheduler (the accounts listing, before any
     page), where no latency is known yet: a stalled response there would hold up the run.
+    Time a call waits for the rate limiter (Retry-After included) does not count: a copy
+    would only wait beside it and then spend one more request of the window.
     """
     answers: queue.SimpleQueue[tuple[bool, t.Any]] = queue.SimpleQueue()
+    calls: list[_Call] = []
 
-    def run(call: Callable[[], R]) -> None:
+    def run(call: Callable[[], R], state: _Call) -> None:
+        _local.call = state
         try:
             answers.put((True, call()))
         except BaseException as exc:  # handed to the caller
             answers.put((False, exc))
+        finally:
+            _local.call = None
 
     def start(call: Callable[[], R]) -> None:
-        _helpers.submit(lambda: run(call))
+        state = _Call(time.monotonic())
+        calls.append(state)
+        _helpers.submit(lambda: run(call, state))
 
     start(send)
-    calls, failures = 1, 0
+    failures = 0
     while True:
+        latest = calls[-1].sent_at
+        if len(calls) >= HEDGED_CALLS:
+            timeout = None
+        elif latest is None:  # queued at the limiter: look again later
+            timeout = after
+        else:
+            timeout = max(0.0, latest + after - time.monotonic())
         try:
-            answered, value = answers.get(timeout=after if calls < HEDGED_CALLS else None)
+            answered, value = answers.get(timeout=timeout)
         except queue.Empty:
-            start(copy)
-            calls += 1
-            _logger.info("A request outside the page scheduler is slow: sent again")
+            latest = calls[-1].sent_at
+            if latest is not None and time.monotonic() >= latest + after:
+                start(copy)
+                _logger.info("A request outside the page scheduler is slow: sent again")
             continue
         if answered:
             return t.cast("R", value)
         failures += 1
-        if failures == calls:
+        if failures == len(calls):
             raise value
 
 
