@@ -47,6 +47,7 @@ class _Window:
 
     opened: float  # when this process began sending into it
     allocation: int  # requests it may send before any answer from the window says more
+    deferred: int = 0  # more of the allocation, held back until the window's first answer
     sent: int = 0  # requests this process sent into it (failed ones included)
     remaining: int | None = None  # the lowest X-RateLimit-Remaining seen in it
     lowest_at: float = -math.inf  # when the answer with that lowest value arrived
@@ -76,9 +77,11 @@ class Pacer:
       age of the news. With no other client in the last window, the process opens a window
       with one request (a job may have started since and taken it) and, alone, takes all the
       key has left. With others, it sends at the start of a window what it used of the last
-      (its own requests over all the key's, the others rounded up), then claims a fifth of what
-      is left on each answer, and near the end one request at a time, so that uncoordinated
-      jobs on one key stay within it together. The last `TAIL_OWNER` requests of a window
+      (its own requests over all the key's, the others rounded up; if it may be opening the
+      window late, its boundary not yet pinned, one request first and the rest once that
+      answer shows the key has them), then claims a fifth of what is left on each answer,
+      and near the end one request at a time, so that uncoordinated jobs on one key stay
+      within it together. The last `TAIL_OWNER` requests of a window
       belong to the one client whose answer said that many were left (each value of Remaining
       is in exactly one answer): the others stop there, it waits for their last requests to
       arrive and then sends the rest but `TAIL_RESERVE`, so that the window is used without a
@@ -161,6 +164,12 @@ class Pacer:
                 # on their way, sent on their first answers.)
                 window.owner_at = now
         self._see_others(window, self.limit - int(remaining) - window.sent, now)
+        if window.deferred:
+            # What the key has left is known: the rest of the allocation, unless the window is
+            # down to its tail, which goes one request at a time (`_left` caps it anyway).
+            if not self._in_tail(window, now):
+                window.allocation += window.deferred
+            window.deferred = 0
         if sent_at >= window.claimed_at:
             window.claim, window.claimed_at = self._claim(window, now), now
 
@@ -375,8 +384,23 @@ class Pacer:
         else:
             # At least one, to learn the window from its answer.
             allocation = max(1, min(self.limit // _clients(*self._previous), self._cap()) - sent)
-        self.window = _Window(opened=opened, allocation=allocation, sent=sent)
+        deferred = 0
+        if allocation > 1 and self.share >= 1 and self._opened_late(old, opened):
+            # The window may have begun long before, and others (a job started since among
+            # them) may have spent it: one request first, and the rest only as far as its
+            # answer shows the key has left.
+            allocation, deferred = 1, allocation - 1
+        self.window = _Window(opened=opened, allocation=allocation, deferred=deferred, sent=sent)
         return self.window
+
+    @staticmethod
+    def _opened_late(old: _Window | None, opened: float) -> bool:
+        """Whether a window opened at `opened` may have begun well before then.
+
+        So it may while the phase is not pinned (a Reset of 1 s puts the boundary anywhere in
+        the next second), or when the process rolls the window late (it had nothing to send).
+        """
+        return old is None or opened - old.end_low > PHASE_PRECISION + BOUNDARY_MARGIN
 
     def _wants_probe(self, window: _Window) -> bool:
         """Whether the next request should go where the Reset value steps down.

@@ -244,6 +244,23 @@ def test_a_job_joining_a_busy_key_gets_a_part_of_it_without_refusals_after_its_f
     assert len([s for s in late.sends if s < first.finished]) >= 15
 
 
+@pytest.mark.parametrize(
+    ("starts", "latency"), [((1.9, 1.9, 2.01), 0.005), ((1.85, 1.9, 2.05), 0.02)]
+)
+def test_jobs_that_do_not_know_where_the_window_began_ask_before_they_spend_it(
+    starts: tuple[float, float, float], latency: float
+) -> None:
+    """Two jobs start at the end of a window: a Reset of 1 s puts its end anywhere in the next
+    second, so they open the next window up to a second late. A third job, started just after
+    the boundary, has taken most of it by then: the shares of the last window the two sent at
+    once were refused (6 x 429 here, as in a CI run of the three jobs against the sandbox)."""
+    api = FakeApi(limit=20, window=2.0, aligned=True)
+    clients = [Client(Pacer(), pages=15, started=start) for start in starts]
+    simulate(api, clients, latency=latency)
+    assert api.refused == 0
+    assert api.inside_retry_after == 0
+
+
 def test_a_share_caps_every_window_and_the_shares_fill_the_key() -> None:
     api = FakeApi(limit=60, window=6.0, aligned=True, phase=0.4)
     clients = [Client(Pacer(share=1 / 3), pages=92) for _ in range(3)]
