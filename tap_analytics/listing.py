@@ -16,7 +16,6 @@ from functools import partial
 
 from tap_analytics.accounts import MAX_USER_IDS
 from tap_analytics.pagination import KeysetPaginator, OverlapChain, WindowCursor
-from tap_analytics.timestamps import epoch
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -40,10 +39,9 @@ class AccountListing:
     quarter of `max_concurrency` at a time) and joined where they overlap (`OverlapChain`,
     which walks where accounts left meanwhile), then by a keyset walk from that clock on with
     no upper end: an account changed meanwhile has moved past the window, ahead of the walk,
-    and is still read.
-    Should the accounts change faster than the walk reads (it stops after twice the pages the
-    first answer calls for), those it did not reach count as unseen: they are backfilled again
-    by a later run, never lost.
+    and is still read. Should the accounts change faster than the walk reads (it stops after
+    twice the pages the first answer calls for), those it did not reach count as unseen: they
+    are backfilled again by a later run, never lost.
 
     The first page is read alone (`first_page`), so that an `api_url` that is not the API or
     a rejected key ends the run after one request; the rest (`rest`) may be read meanwhile
@@ -91,16 +89,15 @@ class AccountListing:
     def _read_window(self, chain: OverlapChain, first: Envelope) -> None:
         """Read the scope's accounts stamped before its clock, pages fetched side by side.
 
-        The first page, asked with no upper end, stands in for the window's unless it holds
-        accounts stamped at or past the clock (changed since it was read).
+        The first page, asked with no upper end, stands in for the window's if it can
+        (`OverlapChain.first_page_stands_in`).
         """
-        assert chain.updated_until is not None
 
         def page(index: int) -> Envelope:
             return self._fetch(chain.cursor(index))[0]
 
         planned = chain.pages_for(first.paging.total)
-        if epoch(first.data[-1]["updated_at"]) >= epoch(chain.updated_until):
+        if not chain.first_page_stands_in(first):
             first = page(0)
         ahead = Prefetch([partial(page, index) for index in range(1, planned)], self._workers)
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 
 import msgspec
 
+from tap_analytics.timestamps import epoch
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
@@ -207,6 +209,20 @@ class OverlapChain:
         records, total = len(page.data), page.paging.total
         offset = index * (self.page_size - 1)
         return records < self.page_size or (total is not None and offset + records >= total)
+
+    def first_page_stands_in(self, page: Envelope) -> bool:
+        """Whether a first page asked before the window's end was known can be its page 0.
+
+        It was read when no record was stamped later than the window's end, so it is the
+        window's first page then, unless it holds records at or past that end. A record
+        changed after it was read may be missing from it, but such a record sorts last in the
+        window, where later pages (asked once the window's end is known) find it. So the page
+        stands in only if it does not end the window.
+        """
+        assert self.updated_until is not None
+        if self.ends_window(0, page):
+            return False
+        return epoch(page.data[-1]["updated_at"]) < epoch(self.updated_until)
 
     def read(
         self,

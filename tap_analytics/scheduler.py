@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 from tap_analytics.concurrency import InFlightLimit
 from tap_analytics.pagination import Envelope, OverlapChain, Window, WindowCursor
-from tap_analytics.timestamps import epoch, rfc3339
+from tap_analytics.timestamps import rfc3339
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -466,18 +466,12 @@ class StreamReader:
     def _take_first_page(self, page: Envelope) -> None:
         """Take a first page asked before the window's end was known, if it can stand in.
 
-        It was read when no record was stamped later than the window's end, so it is the
-        window's first page then, unless it holds records at or past that end. A record
-        changed after it was read may be missing from it, but such a record sorts last in the
-        window, where later pages (asked once the window's end is known) find it. So the page
-        stands in only if it does not end the window; otherwise page 0 is asked again.
+        (`OverlapChain.first_page_stands_in` says when); otherwise page 0 is asked again.
         """
-        until = self.chain.updated_until
-        assert until is not None
-        if self.chain.ends_window(0, page) or epoch(page.data[-1]["updated_at"]) >= epoch(until):
-            self.next_index = 0
-        else:
+        if self.chain.first_page_stands_in(page):
             self._store(0, page)
+        else:
+            self.next_index = 0
 
     def _store(self, index: int, page: Envelope) -> None:
         """Note what a fetched page says about the others and keep it for the writer."""
