@@ -481,8 +481,11 @@ class StreamReader:
             scheduler.work.notify_all()  # the rest of the window's pages can go
         if self.chain.ends_window(index, page):
             self.lowest_end = index if self.lowest_end is None else min(self.lowest_end, index)
-        else:
-            self.highest_full = max(self.highest_full, index)
+        elif index > self.highest_full:
+            opened = index - self.highest_full
+            self.highest_full = index
+            if index >= self.planned - 1:  # past the plan: full pages let the next ones go
+                scheduler.work.notify(opened)
         if not self.closed:
             self.fetched[index] = page
             if index == self.position:

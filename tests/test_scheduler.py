@@ -11,10 +11,11 @@ import threading
 import time
 import typing as t
 
+from tap_analytics.pagination import Envelope
 from tap_analytics.scheduler import PageScheduler, _Copy, _Flight
 
 if t.TYPE_CHECKING:
-    from tap_analytics.pagination import Envelope, WindowCursor
+    from tap_analytics.pagination import WindowCursor
 
 
 class NoPages:
@@ -82,3 +83,15 @@ def test_a_worker_whose_request_ends_wakes_no_other_it_looks_for_work_itself() -
     scheduler._finished(copy)
     assert copy not in scheduler._active
     assert work.notified == 0
+
+
+def test_without_a_total_each_full_page_wakes_a_worker_for_each_page_it_lets_go() -> None:
+    scheduler, work = scheduler_with_copies_sent()
+    reader = scheduler._readers[0]
+    reader.planned, reader.highest_full = 1, 0  # page 0 said no total: pages go a few ahead
+    full = Envelope(data=[{"id": str(n)} for n in range(NoPages.page_size)])
+    with scheduler.lock:
+        reader._store(3, full)
+        assert work.notified == 3
+        reader._store(2, full)  # behind the highest full page: it lets none go
+        assert work.notified == 3
