@@ -406,12 +406,17 @@ class Pacer:
         """Whether the next request should go where the Reset value steps down.
 
         So do the window's last few requests, whichever ends it: the key's budget or the share.
+        Without a share only Remaining says the window is ending: an API that reports a limit
+        it does not enforce (Remaining stays up) was held up to a second per probe once this
+        process had sent `X-RateLimit-Limit` requests.
         """
         if window.remaining is None or window.probes >= PHASE_PROBES:
             return False
         if math.isinf(window.end_high) or window.end_high - window.end_low <= PHASE_PRECISION:
             return False
-        last = min(window.remaining - self.in_flight, self._cap() - window.sent)
+        last = window.remaining - self.in_flight
+        if self.share < 1:
+            last = min(last, self._cap() - window.sent)
         return last <= PHASE_PROBES - window.probes
 
     @staticmethod
