@@ -307,7 +307,6 @@ class UnenforcedApi(FakeApi):
 
     def request(self, now: float) -> tuple[int, dict[str, str]]:
         self._roll(now)
-        self.count += 1
         return 200, {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.limit),
