@@ -13,7 +13,7 @@ import threading
 import time
 import typing as t
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 #: Seconds past the latest moment the window can end before sending into the next one: the
@@ -51,6 +51,8 @@ class _Window:
     sent: int = 0  # requests this process sent into it (failed ones included)
     remaining: int | None = None  # the lowest X-RateLimit-Remaining seen in it
     lowest_at: float = -math.inf  # when the answer with that lowest value arrived
+    lost: list[float] = field(default_factory=list)  # send times of requests that failed
+    # without an answer and that no later-sent request's answer has counted yet
     others: int = 0  # requests of other clients seen in it, at least
     others_since: tuple[float, int] | None = None  # when others were first seen, how many
     others_rate: float = 0.0  # their requests a second since then
@@ -88,6 +90,8 @@ class Pacer:
       refusal. In its first window a process is as careful, since jobs started with it may not
       show yet. A process that waits on its guess of the others' requests while its news
       grows old sends one request to renew it (they may all be waiting on such guesses).
+      A window that ended with requests left that this process did not see used (its news
+      was old by then) counts as shared: a job opening windows late may have used them.
     * `share` (rate_limit_share) caps this process at that fraction of the limit in every
       window; other jobs are expected to keep to theirs, so it may use its share at once, as
       long as the key (as last seen) has it.
@@ -136,6 +140,8 @@ class Pacer:
         if window is not None and sent_at >= window.opened:
             window.probe_out = False
         if headers is None:
+            if window is not None and sent_at >= window.opened:
+                window.lost.append(sent_at)  # the key may have counted it: spent until known
             return
         limit = _number(headers.get("X-RateLimit-Limit"))
         remaining = _number(headers.get("X-RateLimit-Remaining"))
@@ -159,6 +165,7 @@ class Pacer:
             window.end_low, window.end_high = _narrow(window.end_low, window.end_high, low, high)
         if window.remaining is None or remaining <= window.remaining:
             window.remaining, window.lowest_at = int(remaining), now
+            window.lost = [lost for lost in window.lost if lost >= sent_at]  # it counts the rest
             if remaining == TAIL_OWNER and self._previous and self._in_tail(window, now):
                 # (Not in a first window: jobs started with this one may have many requests
                 # on their way, sent on their first answers.)
@@ -246,7 +253,8 @@ class Pacer:
         assert self.limit is not None
         if window.remaining is None:
             return self.limit - window.sent
-        return window.remaining - self.in_flight - self._others_in_flight(window, now)
+        unknown = self.in_flight + len(window.lost)
+        return window.remaining - unknown - self._others_in_flight(window, now)
 
     def _see_others(self, window: _Window, others: int, now: float) -> None:
         """Other clients' requests counted in the key's window by now, at least."""
@@ -372,7 +380,7 @@ class Pacer:
             # Others seen at all may have used all this process did not: their requests after
             # its last answer of the window are not counted in `others`.
             others = max(old.others, self.limit - old.sent) if old.others else 0
-            self._previous = (old.sent, others)
+            self._previous = (old.sent, others or self._unseen_rest(old))
         # Requests sent since `opened`, or still in flight, may count in this window.
         sent = max(sum(1 for at in self._sends if at >= opened), self.in_flight)
         if self._previous is None:
@@ -392,6 +400,19 @@ class Pacer:
             allocation, deferred = 1, allocation - 1
         self.window = _Window(opened=opened, allocation=allocation, deferred=deferred, sent=sent)
         return self.window
+
+    def _unseen_rest(self, window: _Window) -> int:
+        """What the window had left at its end as far as old news tells (else 0): others'.
+
+        What it had left when this process last heard of it, if that news was old when the
+        window ended: others may have used it unseen. A job that opens windows late (its
+        phase unknown) sends its requests after this one's last answer; counted as alone,
+        this one would take the next window whole and leave that job's requests none.
+        """
+        if window.remaining is None or window.remaining <= TAIL_RESERVE:
+            return 0
+        stale = STALE_ROUND_TRIPS * self.rtt + STALE_SLACK
+        return window.remaining if window.end_low - window.lowest_at > stale else 0
 
     @staticmethod
     def _opened_late(old: _Window | None, opened: float) -> bool:

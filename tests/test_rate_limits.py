@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tap_analytics.ratelimit import Pacer, RateLimiter
+from tap_analytics.ratelimit import TAIL_RESERVE, Pacer, RateLimiter
 from tap_analytics.sandbox import SandboxServer
 from tests.taprun import STREAMS, TapRun, ids, run_tap, tap_config
 
@@ -50,8 +50,9 @@ class FakeApi:
         elif now - self.start >= self.window:
             self.start, self.count = now, 0
 
-    def request(self, now: float) -> tuple[int, dict[str, str]]:
-        """Admit or refuse a request arriving now; the status and the rate-limit headers."""
+    def request(self, now: float) -> tuple[int, dict[str, str] | None]:
+        """Admit or refuse a request arriving now; the status and the rate-limit headers
+        (None: the answer is lost)."""
         if now < self.retry_until:
             self.inside_retry_after += 1
         self._roll(now)
@@ -197,7 +198,10 @@ def test_one_job_uses_every_window_whole_and_is_never_refused(aligned: bool) -> 
     # take a few round trips; learning each window's phase costs little more.
     assert last_page([client]) - start <= 1.1 * floor_of(api, 265, start)
     used = [api.admitted[start] for start in sorted(api.admitted)]
-    assert used[1:-1] == [60] * (len(used) - 2), used  # the windows between are used whole
+    # The windows between are used whole, but the second may leave the tail's reserve: what
+    # the first (a careful one) left went unseen, and others may have used it.
+    assert used[1] >= 60 - TAIL_RESERVE, used
+    assert used[2:-1] == [60] * (len(used) - 3), used
 
 
 def test_the_next_window_starts_right_at_the_boundary() -> None:
@@ -261,6 +265,23 @@ def test_jobs_that_do_not_know_where_the_window_began_ask_before_they_spend_it(
     assert api.inside_retry_after == 0
 
 
+@pytest.mark.parametrize(
+    ("starts", "aligned"), [((1.9, 1.9, 2.01), True), ((1.7, 1.98, 2.02), False)]
+)
+def test_a_job_that_did_not_see_its_window_spent_does_not_take_the_next_whole(
+    starts: tuple[float, float, float], aligned: bool
+) -> None:
+    """Two jobs start just before a boundary and, their phase unknown, send one request a
+    window nearly a second late: after the third job's last answer. It saw the rest of its
+    window left, took itself to be alone and spent the next window whole, and the two late
+    requests were refused (1-2 x 429 in 6 of 72 simulated start times before)."""
+    api = FakeApi(limit=20, window=2.0, aligned=aligned)
+    clients = [Client(Pacer(), pages=40, started=start) for start in starts]
+    simulate(api, clients, latency=0.005)
+    assert api.refused == 0
+    assert api.inside_retry_after == 0
+
+
 def test_a_share_caps_every_window_and_the_shares_fill_the_key() -> None:
     api = FakeApi(limit=60, window=6.0, aligned=True, phase=0.4)
     clients = [Client(Pacer(share=1 / 3), pages=92) for _ in range(3)]
@@ -277,6 +298,22 @@ def test_a_request_that_failed_without_an_answer_still_counts_against_the_window
     api = FakeApi(limit=60, window=6.0, aligned=True)
     client = Client(Pacer(), pages=300)
     simulate(api, [client], fail_every=7)
+    assert api.refused == 0
+
+
+class LastAnswerLostApi(FakeApi):
+    """Admits every window's last request, but its answer never arrives (a reset)."""
+
+    def request(self, now: float) -> tuple[int, dict[str, str] | None]:
+        status, headers = super().request(now)
+        return (0, None) if status == 200 and self.count == self.limit else (status, headers)
+
+
+def test_a_request_lost_after_the_last_answer_is_spent_until_an_answer_counts_it() -> None:
+    """The last answer said 1 left; the request sent on it took it, but its answer was lost.
+    Sending again into the window on that answer was refused."""
+    api = LastAnswerLostApi(limit=60, window=6.0, aligned=True)
+    simulate(api, [Client(Pacer(), pages=300)])
     assert api.refused == 0
 
 
@@ -305,7 +342,7 @@ class UnenforcedApi(FakeApi):
     """Reports a limit it never enforces: Remaining stays at the limit (a generous key, or
     the sandbox without `rate_limit`)."""
 
-    def request(self, now: float) -> tuple[int, dict[str, str]]:
+    def request(self, now: float) -> tuple[int, dict[str, str] | None]:
         self._roll(now)
         return 200, {
             "X-RateLimit-Limit": str(self.limit),
