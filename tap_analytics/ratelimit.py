@@ -139,9 +139,9 @@ class Pacer:
         window = self.window
         if window is not None and sent_at >= window.opened:
             window.probe_out = False
-        if headers is None:
-            if window is not None and sent_at >= window.opened:
+            if headers is None:
                 window.lost.append(sent_at)  # the key may have counted it: spent until known
+        if headers is None:
             return
         limit = _number(headers.get("X-RateLimit-Limit"))
         remaining = _number(headers.get("X-RateLimit-Remaining"))
@@ -370,6 +370,10 @@ class Pacer:
             return None
         if window.owner_at is not None or window.remaining <= 2 * TAIL_OWNER:
             return None
+        return self._stale_at(window)
+
+    def _stale_at(self, window: _Window) -> float:
+        """When the key's last news of the window is too old to act on alone."""
         return window.lowest_at + STALE_ROUND_TRIPS * self.rtt + STALE_SLACK
 
     def _roll(self, opened: float) -> _Window:
@@ -411,8 +415,7 @@ class Pacer:
         """
         if window.remaining is None or window.remaining <= TAIL_RESERVE:
             return 0
-        stale = STALE_ROUND_TRIPS * self.rtt + STALE_SLACK
-        return window.remaining if window.end_low - window.lowest_at > stale else 0
+        return window.remaining if window.end_low > self._stale_at(window) else 0
 
     @staticmethod
     def _opened_late(old: _Window | None, opened: float) -> bool:
